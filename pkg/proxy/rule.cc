@@ -1,0 +1,53 @@
+#include "pkg/proxy/rule.h"
+
+#include "absl/strings/str_cat.h"
+#include "pkg/base/status.h"
+
+namespace ferry::proxy {
+
+int64_t DurationNanos(const google::protobuf::Duration& d) {
+  return d.seconds() * base::kNanosPerSecond + d.nanos();
+}
+
+absl::StatusOr<std::shared_ptr<const Rule>> BuildRule(const config::v1::Rule& in) {
+  auto rule = std::make_shared<Rule>();
+  rule->name = in.name();
+  FERRY_ASSIGN_OR_RETURN(rule->listen, net::ParseHostPort(in.listen()));
+  for (const auto& target : in.targets()) {
+    FERRY_ASSIGN_OR_RETURN(net::HostPort hp, net::ParseHostPort(target.address()));
+    auto addresses = net::Resolve(hp);
+    if (!addresses.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("rule \"", in.name(), "\": ", addresses.status().message()));
+    }
+    for (const net::Address& a : *addresses) rule->endpoints.push_back(a);
+    rule->targets.push_back(std::move(hp));
+  }
+  std::vector<net::Cidr> allow, deny;
+  for (const auto& c : in.allow()) {
+    FERRY_ASSIGN_OR_RETURN(net::Cidr cidr, net::Cidr::Parse(c));
+    allow.push_back(cidr);
+  }
+  for (const auto& c : in.deny()) {
+    FERRY_ASSIGN_OR_RETURN(net::Cidr cidr, net::Cidr::Parse(c));
+    deny.push_back(cidr);
+  }
+  rule->acl = net::Acl(std::move(allow), std::move(deny));
+  if (in.has_connect_timeout()) rule->connect_timeout_nanos = DurationNanos(in.connect_timeout());
+  if (in.connect_attempts() > 0) rule->connect_attempts = static_cast<int>(in.connect_attempts());
+  if (in.has_idle_timeout()) rule->idle_timeout_nanos = DurationNanos(in.idle_timeout());
+  if (in.has_half_close_timeout()) {
+    rule->half_close_timeout_nanos = DurationNanos(in.half_close_timeout());
+  }
+  if (in.has_max_lifetime()) rule->max_lifetime_nanos = DurationNanos(in.max_lifetime());
+  rule->max_connections = in.max_connections();
+  if (in.has_keepalive()) {
+    rule->keepalive.idle_seconds = static_cast<int>(in.keepalive().idle().seconds());
+    rule->keepalive.interval_seconds = static_cast<int>(in.keepalive().interval().seconds());
+    rule->keepalive.count = static_cast<int>(in.keepalive().count());
+  }
+  FERRY_ASSIGN_OR_RETURN(rule->source_addresses, net::DefaultSourceAddress());
+  return std::shared_ptr<const Rule>(std::move(rule));
+}
+
+}  // namespace ferry::proxy

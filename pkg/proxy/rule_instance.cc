@@ -1,0 +1,84 @@
+#include "pkg/proxy/rule_instance.h"
+
+#include "pkg/base/log.h"
+#include "pkg/net/socket.h"
+#include "pkg/proxy/session.h"
+
+namespace ferry::proxy {
+
+const char* OutcomeName(Outcome outcome) {
+  switch (outcome) {
+    case Outcome::kOk: return "ok";
+    case Outcome::kTimeout: return "timeout";
+    case Outcome::kDenied: return "denied";
+    case Outcome::kLimit: return "limit";
+    case Outcome::kProxyProtocol: return "proxy_protocol";
+    case Outcome::kNoEndpoint: return "no_endpoint";
+    case Outcome::kConnectFailed: return "connect_failed";
+    case Outcome::kError: return "error";
+    case Outcome::kCount: break;
+  }
+  return "error";
+}
+
+RuleInstance::RuleInstance(event::Loop& loop, pump::Context& pumps,
+                           std::shared_ptr<const Rule> rule)
+    : loop_(loop), pumps_(pumps), rule_(std::move(rule)) {}
+
+RuleInstance::~RuleInstance() {
+  StopAccepting();
+  CloseAll(Outcome::kError);
+}
+
+int RuleInstance::Listen(int fd, base::Fd owned, bool shared) {
+  listener_.emplace(loop_, fd, std::move(owned), shared, *this, pumps_.stats);
+  return listener_->Start();
+}
+
+void RuleInstance::StopAccepting() {
+  if (listener_) listener_->Stop();
+}
+
+void RuleInstance::CloseAll(Outcome outcome) {
+  while (head_ != nullptr) head_->Close(outcome, /*reset=*/true);
+}
+
+void RuleInstance::OnAccept(base::Fd fd, const net::Address& peer) {
+  const Rule& rule = *rule_;
+  if (!rule.acl.Allows(peer)) {
+    stats_.connections[static_cast<int>(Outcome::kDenied)].Add(1);
+    FERRY_LOG(kDebug, "connection denied", {{"rule", rule.name}, {"client", peer.ToString()}});
+    return;  // fd closes here
+  }
+  if (rule.max_connections > 0) {
+    int64_t now_active = rule.active.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (now_active > static_cast<int64_t>(rule.max_connections)) {
+      rule.active.fetch_sub(1, std::memory_order_relaxed);
+      stats_.connections[static_cast<int>(Outcome::kLimit)].Add(1);
+      FERRY_LOG(kDebug, "connection over limit", {{"rule", rule.name}});
+      return;
+    }
+  }
+  net::SetNoDelay(fd.get());
+  net::SetKeepAlive(fd.get(), rule.keepalive);
+  auto* session = new Session(*this, std::move(fd), peer);
+  session->next = head_;
+  if (head_ != nullptr) head_->prev = session;
+  head_ = session;
+  ++session_count_;
+  stats_.active.Add(1);
+  session->Start();
+}
+
+void RuleInstance::Release(Session* session) {
+  if (session->prev != nullptr) session->prev->next = session->next;
+  if (session->next != nullptr) session->next->prev = session->prev;
+  if (head_ == session) head_ = session->next;
+  session->prev = session->next = nullptr;
+  --session_count_;
+  stats_.active.Add(-1);
+  if (rule_->max_connections > 0) rule_->active.fetch_sub(1, std::memory_order_relaxed);
+  loop_.DeferDelete(std::unique_ptr<event::Deletable>(session));
+}
+
+}  // namespace ferry::proxy

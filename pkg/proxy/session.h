@@ -1,0 +1,96 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+
+#include "pkg/base/fd.h"
+#include "pkg/event/loop.h"
+#include "pkg/net/address.h"
+#include "pkg/proxy/rule.h"
+#include "pkg/proxy/stats.h"
+#include "pkg/pump/pump.h"
+
+namespace ferry::proxy {
+
+class RuleInstance;
+
+// Session is one relayed connection: the client's socket, the target's
+// socket, and a Pump for each direction. It owns both fds; the pumps borrow
+// them. It lives on one loop from accept to close, is owned by its
+// RuleInstance, and ends by Close(), which closes the sockets at once and
+// hands the object to Loop::DeferDelete().
+//
+// Lifecycle: Start() connects to the rule's endpoints in order (up to
+// connect_attempts, each bounded by connect_timeout), then relays both
+// directions. EOF on one side becomes a FIN on the other; the session ends
+// when both directions are done (outcome ok), on a reset or error (the other
+// side is reset too; outcome error), or on a timeout.
+class Session final : public event::Deletable {
+ public:
+  Session(RuleInstance& owner, base::Fd client, const net::Address& peer);
+  ~Session() override;
+
+  void Start();
+  // Ends the session now; the outcome is counted once.
+  void Close(Outcome outcome, bool reset);
+  bool closed() const { return state_ == State::kClosed; }
+
+  // Intrusive list of the owner's sessions.
+  Session* prev = nullptr;
+  Session* next = nullptr;
+
+ private:
+  enum class State { kConnecting, kRelaying, kClosed };
+
+  // Each socket has its own epoll handler so events say which side they are for.
+  class Side final : public event::Handler {
+   public:
+    Side(Session& session, bool upstream) : session_(session), upstream_(upstream) {}
+    void OnEvents(uint32_t events) override;
+
+   private:
+    Session& session_;
+    bool upstream_;
+  };
+  class Wake final : public event::Handler {
+   public:
+    explicit Wake(Session& session) : session_(session) {}
+    void OnEvents(uint32_t) override { session_.Drive(); }
+
+   private:
+    Session& session_;
+  };
+
+  void OnClientEvents(uint32_t events);
+  void OnUpstreamEvents(uint32_t events);
+  void Connect();
+  void ConnectFailed(int err);
+  void StartRelay();
+  // Runs both pumps and acts on their states.
+  void Drive();
+  void OnTimer();
+  void ArmTimer();
+
+  RuleInstance& owner_;
+  event::Loop& loop_;
+  std::shared_ptr<const Rule> rule_;
+  State state_ = State::kConnecting;
+  base::Fd client_;
+  base::Fd upstream_;
+  net::Address peer_;
+  Side client_side_{*this, false};
+  Side upstream_side_{*this, true};
+  Wake wake_{*this};
+  event::Timer timer_;
+  std::optional<pump::Pump> to_target_;
+  std::optional<pump::Pump> to_client_;
+  int attempts_ = 0;
+  size_t endpoint_index_ = 0;
+  int64_t started_nanos_ = 0;
+  int64_t attempt_started_nanos_ = 0;
+  int64_t last_activity_nanos_ = 0;
+  int64_t half_closed_nanos_ = 0;  // when the first direction finished; 0 = not yet
+};
+
+}  // namespace ferry::proxy

@@ -1,0 +1,229 @@
+#include "pkg/pump/pump.h"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace ferry::pump {
+namespace {
+
+// Largest single splice(): a pipe holds 16 pages by default.
+constexpr size_t kPipeBytes = 64 * 1024;
+
+}  // namespace
+
+Pump::~Pump() {
+  SetBuffered(0);
+  ReleaseBuffer();
+  ReleasePipe();
+}
+
+void Pump::Moved(size_t n) {
+  bytes_ += n;
+  ctx_.stats.pump_bytes[static_cast<int>(mode_)].Add(n);
+}
+
+void Pump::SetBuffered(size_t n) {
+  if (n != buffered_) {
+    ctx_.stats.buffered_bytes.Add(static_cast<int64_t>(n) - static_cast<int64_t>(buffered_));
+    buffered_ = n;
+  }
+}
+
+void Pump::ReleaseBuffer() {
+  if (buffer_ != nullptr) {
+    ctx_.buffers.Put(buffer_);
+    buffer_ = nullptr;
+  }
+  offset_ = 0;
+}
+
+void Pump::ReleasePipe() {
+  if (!pipe_.valid()) return;
+  if (buffered_ > 0) {
+    // Bytes left in a pipe we abandon (error path): never pool a dirty pipe.
+    pipe_ = Pipe{};
+    ctx_.stats.pipes_in_use.Add(-1);
+    return;
+  }
+  ctx_.pipes.Put(std::move(pipe_));
+  pipe_ = Pipe{};
+}
+
+void Pump::Fail(int err) {
+  error_ = err;
+  state_ = State::kError;
+  more_work_ = false;
+}
+
+bool Pump::Finish() {
+  // Every byte read before EOF has been written: pass the FIN on.
+  ReleaseBuffer();
+  ReleasePipe();
+  int err = ctx_.sys.Shutdown(dst_, SHUT_WR);
+  if (err != 0 && err != ENOTCONN) {
+    Fail(err);
+    return false;
+  }
+  state_ = State::kDone;
+  more_work_ = false;
+  return false;
+}
+
+Pump::State Pump::Run(size_t budget) {
+  if (state_ != State::kActive) return state_;
+  more_work_ = false;
+  for (;;) {
+    bool go_on = mode_ == metrics::PumpMode::kCopy ? CopyStep(&budget) : SpliceStep(&budget);
+    if (!go_on) break;
+    if (budget == 0) {
+      more_work_ = true;
+      break;
+    }
+  }
+  return state_;
+}
+
+bool Pump::FlushBuffer(size_t* budget) {
+  while (buffered_ > 0) {
+    if (!writable_) return false;
+    net::IoResult r = ctx_.sys.Send(dst_, buffer_ + offset_, buffered_);
+    if (r.err == EAGAIN) {
+      writable_ = false;
+      return false;
+    }
+    if (r.err != 0) {
+      Fail(r.err);
+      return false;
+    }
+    offset_ += static_cast<size_t>(r.bytes);
+    SetBuffered(buffered_ - static_cast<size_t>(r.bytes));
+    Moved(static_cast<size_t>(r.bytes));
+    *budget -= std::min(*budget, static_cast<size_t>(r.bytes));
+  }
+  ReleaseBuffer();
+  return true;
+}
+
+bool Pump::CopyStep(size_t* budget) {
+  if (!FlushBuffer(budget)) return false;
+  if (eof_) return Finish();
+  if (!readable_) return false;
+  if (full_reads_ >= ctx_.splice_after_full_reads && ctx_.splice && !splice_failed_) {
+    mode_ = metrics::PumpMode::kSplice;
+    return true;
+  }
+  buffer_ = ctx_.buffers.Get();
+  offset_ = 0;
+  net::IoResult r = ctx_.sys.Recv(src_, buffer_, BufferPool::kSize);
+  if (r.err == EAGAIN) {
+    readable_ = false;
+    ReleaseBuffer();
+    return false;
+  }
+  if (r.err != 0) {
+    ReleaseBuffer();
+    Fail(r.err);
+    return false;
+  }
+  if (r.bytes == 0) {
+    eof_ = true;
+    ReleaseBuffer();
+    return true;
+  }
+  full_reads_ = static_cast<size_t>(r.bytes) == BufferPool::kSize ? full_reads_ + 1 : 0;
+  SetBuffered(static_cast<size_t>(r.bytes));
+  return true;
+}
+
+bool Pump::FlushPipe(size_t* budget) {
+  while (buffered_ > 0) {
+    if (!writable_) return false;
+    net::IoResult r = ctx_.sys.Splice(pipe_.read.get(), dst_, buffered_);
+    if (r.err == EAGAIN) {
+      writable_ = false;
+      return false;
+    }
+    if (r.err == EINVAL) return DrainPipeToBuffer();
+    if (r.err != 0) {
+      Fail(r.err);
+      return false;
+    }
+    SetBuffered(buffered_ - static_cast<size_t>(r.bytes));
+    Moved(static_cast<size_t>(r.bytes));
+    *budget -= std::min(*budget, static_cast<size_t>(r.bytes));
+  }
+  return true;
+}
+
+bool Pump::DrainPipeToBuffer() {
+  splice_failed_ = true;
+  buffer_ = ctx_.buffers.Get();
+  offset_ = 0;
+  net::IoResult r = ctx_.sys.Read(pipe_.read.get(), buffer_, BufferPool::kSize);
+  if (r.err != 0 || static_cast<size_t>(r.bytes) != buffered_) {
+    // A pipe never holds more than one buffer's worth, so this is a bug or
+    // a kernel we do not understand: end the connection rather than lose bytes.
+    ReleaseBuffer();
+    Fail(r.err != 0 ? r.err : EIO);
+    return false;
+  }
+  mode_ = metrics::PumpMode::kCopy;
+  size_t held = buffered_;
+  buffered_ = 0;  // the bytes move from the pipe to the buffer
+  ReleasePipe();
+  buffered_ = held;
+  return true;
+}
+
+bool Pump::SpliceStep(size_t* budget) {
+  if (!FlushPipe(budget)) return false;
+  if (mode_ != metrics::PumpMode::kSplice) return true;  // fell back to copy
+  if (eof_) return Finish();
+  if (!readable_) {
+    if (buffered_ == 0) ReleasePipe();
+    return false;
+  }
+  if (!pipe_.valid()) {
+    pipe_ = ctx_.pipes.Get();
+    if (!pipe_.valid()) {
+      // Out of fds or pipe memory: copying still works.
+      mode_ = metrics::PumpMode::kCopy;
+      full_reads_ = 0;
+      return true;
+    }
+  }
+  net::IoResult r = ctx_.sys.Splice(src_, pipe_.write.get(), kPipeBytes - buffered_);
+  if (r.err == EAGAIN) {
+    if (buffered_ == 0) {
+      // An empty pipe and EAGAIN: the socket is drained.
+      readable_ = false;
+      ReleasePipe();
+      return false;
+    }
+    // The pipe may be full while the socket still has data: wait for room in
+    // dst, never treat this as drained (or the edge-triggered read is lost).
+    return writable_;
+  }
+  if (r.err == EINVAL && buffered_ == 0) {
+    // This socket type cannot be spliced: copy from now on.
+    splice_failed_ = true;
+    ReleasePipe();
+    mode_ = metrics::PumpMode::kCopy;
+    full_reads_ = 0;
+    return true;
+  }
+  if (r.err != 0) {
+    Fail(r.err);
+    return false;
+  }
+  if (r.bytes == 0) {
+    eof_ = true;
+    return true;
+  }
+  SetBuffered(buffered_ + static_cast<size_t>(r.bytes));
+  return true;
+}
+
+}  // namespace ferry::pump

@@ -1,0 +1,103 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "pkg/metrics/loop_stats.h"
+#include "pkg/net/sys_ops.h"
+#include "pkg/pump/pools.h"
+
+namespace ferry::pump {
+
+// What the pumps of one loop share. Owned by the loop's worker.
+struct Context {
+  net::SysOps& sys;
+  BufferPool& buffers;
+  PipePool& pipes;
+  metrics::LoopStats& stats;
+  bool splice = true;  // false: copy mode only
+  // Consecutive reads that fill the whole copy buffer before a direction
+  // moves to splice(): a sign that the source streams bulk data.
+  int splice_after_full_reads = 2;
+};
+
+// Pump moves the bytes of one direction of a connection, src -> dst, until
+// src's EOF, which it turns into shutdown(dst, SHUT_WR). It borrows both fds:
+// the Session owns them and must destroy the Pump before closing them.
+//
+// A direction starts in copy mode (recv/send through a pooled buffer, the
+// cheapest path for small messages) and moves to splice mode (socket -> pipe
+// -> socket, no copy to user space) once it reads full buffers. It holds a
+// buffer or pipe only while bytes wait in it, so an idle direction holds
+// neither. At most one buffer or one pipe of bytes waits: when dst does not
+// drain, the Pump stops reading src and TCP pushes back on the sender.
+//
+// The Session tells it when src is readable or dst writable (edge-triggered
+// readiness) and calls Run(); only this loop's thread may call it.
+class Pump {
+ public:
+  enum class State { kActive, kDone, kError };
+
+  Pump(Context& context, int src, int dst) : ctx_(context), src_(src), dst_(dst) {}
+  ~Pump();
+  Pump(const Pump&) = delete;
+  Pump& operator=(const Pump&) = delete;
+
+  void SetReadable() { readable_ = true; }
+  void SetWritable() { writable_ = true; }
+
+  // Moves bytes until src has none, dst has no room, `budget` bytes have been
+  // moved (then more_work() is true and the caller must call Run() again
+  // later), or the direction ends. kDone: EOF reached dst as a FIN.
+  // kError: a syscall failed with error() (ECONNRESET, EPIPE, ...).
+  State Run(size_t budget);
+
+  State state() const { return state_; }
+  bool more_work() const { return more_work_; }
+  int error() const { return error_; }
+  uint64_t bytes() const { return bytes_; }  // bytes written to dst so far
+  size_t buffered() const { return buffered_; }  // bytes read from src, not yet written
+  bool splicing() const { return mode_ == metrics::PumpMode::kSplice; }
+  bool holds_buffer() const { return buffer_ != nullptr; }
+  bool holds_pipe() const { return pipe_.valid(); }
+  // A direction that received EOF but has not written it yet.
+  bool src_eof() const { return eof_; }
+
+ private:
+  // Each returns false when the Pump must stop (blocked, ended or failed).
+  bool CopyStep(size_t* budget);
+  bool SpliceStep(size_t* budget);
+  bool FlushBuffer(size_t* budget);
+  bool FlushPipe(size_t* budget);
+  bool Finish();
+  void Fail(int err);
+  void Moved(size_t n);
+  void SetBuffered(size_t n);
+  void ReleaseBuffer();
+  void ReleasePipe();
+  // Moves bytes stuck in a pipe back to a copy buffer when splice() refuses
+  // dst (EINVAL): the kernel can splice some socket types but not others.
+  bool DrainPipeToBuffer();
+
+  Context& ctx_;
+  const int src_;
+  const int dst_;
+  metrics::PumpMode mode_ = metrics::PumpMode::kCopy;
+  State state_ = State::kActive;
+  bool readable_ = true;  // unknown until EAGAIN says otherwise
+  bool writable_ = true;
+  bool eof_ = false;
+  bool more_work_ = false;
+  bool splice_failed_ = false;
+  int full_reads_ = 0;
+  int error_ = 0;
+  uint64_t bytes_ = 0;
+  size_t buffered_ = 0;
+  // Copy mode: bytes [offset_, offset_ + buffered_) of buffer_ wait for dst.
+  char* buffer_ = nullptr;
+  size_t offset_ = 0;
+  // Splice mode: buffered_ bytes wait in pipe_.
+  Pipe pipe_;
+};
+
+}  // namespace ferry::pump
