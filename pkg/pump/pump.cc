@@ -10,6 +10,7 @@ namespace {
 
 // Largest single splice(): a pipe holds 16 pages by default.
 constexpr size_t kPipeBytes = 64 * 1024;
+constexpr int kPipeRetryReads = 16;
 
 }  // namespace
 
@@ -188,9 +189,10 @@ bool Pump::SpliceStep(size_t* budget) {
   if (!pipe_.valid()) {
     pipe_ = ctx_.pipes.Get();
     if (!pipe_.valid()) {
-      // Out of fds or pipe memory: copying still works.
+      // Out of fds or pipe memory: copying still works. Try a pipe again
+      // only after another kPipeRetryReads full buffers.
       mode_ = metrics::PumpMode::kCopy;
-      full_reads_ = 0;
+      full_reads_ = -kPipeRetryReads;
       return true;
     }
   }
