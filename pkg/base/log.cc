@@ -70,7 +70,7 @@ std::string FormatTime(int64_t unix_nanos) {
   int millis = static_cast<int>((unix_nanos % kNanosPerSecond) / kNanosPerMilli);
   tm t;
   gmtime_r(&secs, &t);
-  char buf[40];
+  char buf[80];  // room for any int the compiler imagines
   std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", t.tm_year + 1900,
                 t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, millis);
   return buf;

@@ -19,8 +19,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/duration.pb.h"
@@ -69,7 +69,7 @@ constexpr std::pair<absl::string_view, absl::string_view> kScalarShorthands[] = 
     {"ferry.config.v1.Target", "address"},
 };
 
-bool HasScalarShorthand(const google::protobuf::Descriptor& type) {
+bool HasScalarShorthand(const pb::Descriptor& type) {
   for (const auto& shorthand : kScalarShorthands) {
     if (type.full_name() == shorthand.first) return true;
   }
@@ -84,8 +84,8 @@ constexpr size_t kMaxFileBytes = 64 << 20;
 // Validate's limits.
 constexpr uint32_t kMaxWorkers = 1024;
 constexpr uint32_t kMaxConnectAttempts = 100;
-constexpr uint32_t kMaxKeepaliveCount = 127;          // TCP_KEEPCNT
-constexpr int64_t kMaxKeepaliveSeconds = 32767;       // TCP_KEEPIDLE, TCP_KEEPINTVL
+constexpr uint32_t kMaxKeepaliveCount = 127;     // TCP_KEEPCNT
+constexpr int64_t kMaxKeepaliveSeconds = 32767;  // TCP_KEEPIDLE, TCP_KEEPINTVL
 constexpr absl::Duration kMaxConnectTimeout = absl::Hours(1);
 constexpr size_t kMaxNameLength = 63;
 
@@ -133,7 +133,8 @@ std::string Describe(const YAML::Node& node) {
 // other than !!str. JSON numbers and booleans are plain.
 bool IsPlain(const YAML::Node& node) {
   const std::string& tag = node.Tag();
-  return tag == "?" || (absl::StartsWith(tag, "tag:yaml.org,2002:") && tag != "tag:yaml.org,2002:str");
+  return tag == "?" ||
+         (absl::StartsWith(tag, "tag:yaml.org,2002:") && tag != "tag:yaml.org,2002:str");
 }
 
 absl::Duration ToAbsl(const pb::Duration& d) {
@@ -374,13 +375,14 @@ class Mapper {
     if (!v) return std::nullopt;
     auto [negative, magnitude] = *v;
     // -min as uint64_t without overflowing int64_t.
-    const uint64_t limit = negative ? uint64_t{0} - static_cast<uint64_t>(min)
-                                    : static_cast<uint64_t>(max);
+    const uint64_t limit =
+        negative ? uint64_t{0} - static_cast<uint64_t>(min) : static_cast<uint64_t>(max);
     if (magnitude > limit) {
       Error(path, absl::StrCat(node.Scalar(), " out of range ", range));
       return std::nullopt;
     }
-    return negative ? static_cast<int64_t>(uint64_t{0} - magnitude) : static_cast<int64_t>(magnitude);
+    return negative ? static_cast<int64_t>(uint64_t{0} - magnitude)
+                    : static_cast<int64_t>(magnitude);
   }
 
   // Go-style: "500ms", "5s", "10m", "1h30m", "1.5s", "0". Not negative.
@@ -390,8 +392,8 @@ class Mapper {
       Error(path, absl::StrCat("expected a duration such as \"5s\", got ", Describe(node)));
       return std::nullopt;
     }
-    if (!absl::ParseDuration(node.Scalar(), &d) ||
-        d == absl::InfiniteDuration() || d == -absl::InfiniteDuration()) {
+    if (!absl::ParseDuration(node.Scalar(), &d) || d == absl::InfiniteDuration() ||
+        d == -absl::InfiniteDuration()) {
       Error(path, absl::StrCat("invalid duration ", Describe(node),
                                " (write e.g. \"500ms\", \"5s\", \"10m\", \"1h30m\")"));
       return std::nullopt;
@@ -421,8 +423,12 @@ class Mapper {
       if (node.IsScalar() && node.Scalar() == name) return v;
       allowed.push_back(std::move(name));
     }
-    Error(path, absl::StrCat("unknown value ", Describe(node), " (allowed: ",
-                             absl::StrJoin(allowed, ", "), ")"));
+    const std::string list = absl::StrJoin(allowed, ", ");
+    if (node.IsScalar()) {
+      Error(path, absl::StrCat("unknown value ", Describe(node), " (allowed: ", list, ")"));
+    } else {
+      Error(path, absl::StrCat("expected one of ", list, ", got ", Describe(node)));
+    }
     return nullptr;
   }
 
@@ -498,12 +504,11 @@ class Validator {
   bool CheckDuration(const pb::Duration& d, const std::string& path) {
     const bool well_formed = d.seconds() >= -kMaxDurationSeconds &&
                              d.seconds() <= kMaxDurationSeconds && d.nanos() > -1000000000 &&
-                             d.nanos() < 1000000000 &&
-                             !(d.seconds() > 0 && d.nanos() < 0) &&
+                             d.nanos() < 1000000000 && !(d.seconds() > 0 && d.nanos() < 0) &&
                              !(d.seconds() < 0 && d.nanos() > 0);
     if (!well_formed) {
-      Error(path, absl::StrCat("invalid duration (seconds ", d.seconds(), ", nanos ", d.nanos(),
-                               ")"));
+      Error(path,
+            absl::StrCat("invalid duration (seconds ", d.seconds(), ", nanos ", d.nanos(), ")"));
       return false;
     }
     if (d.seconds() < 0 || d.nanos() < 0) {
@@ -555,7 +560,7 @@ class Validator {
     } else if (hp->host.empty()) {
       key.wildcard = true;
     } else if (!net::IsIpLiteral(hp->host)) {
-      Error(path, absl::StrCat("host ", Quote(hp->host), " is not an IP address (listen on "
+      Error(path, absl::StrCat("host ", Quote(hp->host), " is not an IP address (listen on ",
                                "\":PORT\", IP:PORT, [IPv6]:PORT or unix:/path)"));
       return;
     } else {
@@ -570,8 +575,8 @@ class Validator {
     key.port = hp->port;
     for (const auto& [other, other_rule, other_listen] : listens_) {
       if (other_listen == listen && key.Overlaps(other)) {
-        Error(path, absl::StrCat("address ", Quote(listen), " already used by rules[", other_rule,
-                                 "]"));
+        Error(path,
+              absl::StrCat("address ", Quote(listen), " already used by rules[", other_rule, "]"));
         return;
       }
     }
@@ -596,11 +601,11 @@ class Validator {
     auto check_seconds = [&](const pb::Duration& d, const std::string& p) {
       if (!CheckDuration(d, p) || ToAbsl(d) == absl::ZeroDuration()) return;
       if (ToAbsl(d) < absl::Seconds(1)) {
-        Error(p, absl::StrCat(FormatDuration(d), " is below the minimum of 1s (0s = the kernel "
-                              "default)"));
+        Error(p, absl::StrCat(FormatDuration(d),
+                              " is below the minimum of 1s (0s = the kernel default)"));
       } else if (ToAbsl(d) > absl::Seconds(kMaxKeepaliveSeconds)) {
-        Error(p, absl::StrCat(FormatDuration(d), " exceeds the maximum of ",
-                              kMaxKeepaliveSeconds, "s"));
+        Error(p, absl::StrCat(FormatDuration(d), " exceeds the maximum of ", kMaxKeepaliveSeconds,
+                              "s"));
       }
     };
     if (k.has_idle()) check_seconds(k.idle(), ChildPath(path, "idle"));
@@ -618,8 +623,8 @@ class Validator {
     if (!rule.name().empty()) {
       auto [it, inserted] = names_.emplace(rule.name(), i);
       if (!inserted) {
-        Error(name_path,
-              absl::StrCat("duplicate name ", Quote(rule.name()), " (also rules[", it->second, "])"));
+        Error(name_path, absl::StrCat("duplicate name ", Quote(rule.name()), " (also rules[",
+                                      it->second, "])"));
       }
     }
     CheckListen(rule.listen(), ChildPath(path, "listen"), i);
@@ -657,16 +662,20 @@ class Validator {
       Error(ChildPath(path, "connect_attempts"),
             absl::StrCat(rule.connect_attempts(), " out of range (0..", kMaxConnectAttempts, ")"));
     }
-    if (rule.has_idle_timeout()) CheckDuration(rule.idle_timeout(), ChildPath(path, "idle_timeout"));
+    if (rule.has_idle_timeout()) {
+      CheckDuration(rule.idle_timeout(), ChildPath(path, "idle_timeout"));
+    }
     if (rule.has_half_close_timeout()) {
       CheckDuration(rule.half_close_timeout(), ChildPath(path, "half_close_timeout"));
     }
-    if (rule.has_max_lifetime()) CheckDuration(rule.max_lifetime(), ChildPath(path, "max_lifetime"));
+    if (rule.has_max_lifetime()) {
+      CheckDuration(rule.max_lifetime(), ChildPath(path, "max_lifetime"));
+    }
     if (rule.has_keepalive()) CheckKeepalive(rule.keepalive(), ChildPath(path, "keepalive"));
   }
 
   std::vector<Diagnostic> errors_;
-  std::map<std::string, int> names_;  // rule name -> first index
+  std::map<std::string, int> names_;                              // rule name -> first index
   std::vector<std::tuple<ListenKey, int, std::string>> listens_;  // key, rule index, text
 };
 
@@ -696,8 +705,8 @@ bool MapText(std::string_view text, pb::Message& message, bool check_implemented
     Mapper(errors, check_implemented).MapMessage(docs[0], "", message);
     return true;
   } catch (const YAML::ParserException& e) {
-    errors.push_back({"", absl::StrCat("line ", e.mark.line + 1, ", column ", e.mark.column + 1,
-                                       ": ", e.msg)});
+    errors.push_back(
+        {"", absl::StrCat("line ", e.mark.line + 1, ", column ", e.mark.column + 1, ": ", e.msg)});
   } catch (const YAML::Exception& e) {
     errors.push_back({"", e.what()});
   }
@@ -711,9 +720,8 @@ std::string Diagnostic::ToString() const {
 }
 
 std::string Join(const std::vector<Diagnostic>& diagnostics) {
-  return absl::StrJoin(diagnostics, "\n", [](std::string* out, const Diagnostic& d) {
-    out->append(d.ToString());
-  });
+  return absl::StrJoin(diagnostics, "\n",
+                       [](std::string* out, const Diagnostic& d) { out->append(d.ToString()); });
 }
 
 bool IsImplemented(std::string_view pattern_text) {

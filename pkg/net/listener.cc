@@ -24,7 +24,7 @@ Listener::~Listener() { Stop(); }
 int Listener::Start() {
   // Level-triggered: we accept a bounded batch per wake-up for fairness and
   // rely on the next wake-up for the rest.
-  uint32_t events = EPOLLIN | (shared_ ? EPOLLEXCLUSIVE : 0);
+  uint32_t events = EPOLLIN | (shared_ ? uint32_t{EPOLLEXCLUSIVE} : 0u);
   int err = loop_.Add(fd_, events, this);
   watching_ = err == 0;
   return err;
