@@ -12,9 +12,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 packages=(
   # build
-  ca-certificates cmake ninja-build g++ pkg-config git file
+  ca-certificates cmake ninja-build g++ git file
   libprotobuf-dev protobuf-compiler libabsl-dev libyaml-cpp-dev libssl-dev
-  libgrpc++-dev protobuf-compiler-grpc libc-ares-dev zlib1g-dev
   libgtest-dev libgmock-dev
   # tests: network namespaces for e2e, socat as a demo backend and test peer
   iproute2 iptables socat procps curl
