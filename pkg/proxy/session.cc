@@ -178,7 +178,7 @@ void Session::ArmTimer() {
       deadline = std::min(deadline, last_activity_nanos_ + rule_->idle_timeout_nanos);
     }
     if (rule_->half_close_timeout_nanos > 0 && half_closed_nanos_ != 0) {
-      deadline = std::min(deadline, half_closed_nanos_ + rule_->half_close_timeout_nanos);
+      deadline = std::min(deadline, HalfCloseIdleSince() + rule_->half_close_timeout_nanos);
     }
   }
   if (rule_->max_lifetime_nanos > 0) {
@@ -207,7 +207,7 @@ void Session::OnTimer() {
     bool idle = rule_->idle_timeout_nanos > 0 &&
                 now >= last_activity_nanos_ + rule_->idle_timeout_nanos;
     bool half = rule_->half_close_timeout_nanos > 0 && half_closed_nanos_ != 0 &&
-                now >= half_closed_nanos_ + rule_->half_close_timeout_nanos;
+                now >= HalfCloseIdleSince() + rule_->half_close_timeout_nanos;
     if (idle || half) {
       FERRY_LOG(kDebug, idle ? "idle timeout" : "half-close timeout", {{"rule", rule_->name}});
       Close(Outcome::kTimeout, /*reset=*/false);

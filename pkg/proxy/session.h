@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -71,6 +72,10 @@ class Session final : public event::Deletable {
   void Drive();
   void OnTimer();
   void ArmTimer();
+  // A half-closed connection times out after half_close_timeout without
+  // bytes, like HAProxy's client-fin: a client that sent its request and a
+  // FIN may download for hours.
+  int64_t HalfCloseIdleSince() const { return std::max(half_closed_nanos_, last_activity_nanos_); }
 
   RuleInstance& owner_;
   event::Loop& loop_;

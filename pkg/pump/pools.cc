@@ -1,5 +1,7 @@
 #include "pkg/pump/pools.h"
 
+#include <sys/ioctl.h>
+
 namespace ferry::pump {
 
 Pipe PipePool::Get() {
@@ -18,7 +20,12 @@ Pipe PipePool::Get() {
 void PipePool::Put(Pipe&& pipe) {
   if (!pipe.valid()) return;
   stats_.pipes_in_use.Add(-1);
-  if (free_.size() < cap_) free_.push_back(std::move(pipe));
+  if (free_.size() >= cap_) return;
+  // Belt and braces: a pipe with bytes in it would hand one connection's
+  // data to the next. One ioctl per release (not per byte) buys certainty.
+  int queued = 0;
+  if (::ioctl(pipe.read.get(), FIONREAD, &queued) != 0 || queued != 0) return;
+  free_.push_back(std::move(pipe));
 }
 
 BufferPool::~BufferPool() {

@@ -15,9 +15,11 @@ constexpr int kPipeRetryReads = 16;
 }  // namespace
 
 Pump::~Pump() {
-  SetBuffered(0);
-  ReleaseBuffer();
+  // ReleasePipe() must still see the bytes left in the pipe, or a dirty
+  // pipe would go back to the pool and leak them into another connection.
   ReleasePipe();
+  ReleaseBuffer();
+  SetBuffered(0);
 }
 
 void Pump::Moved(size_t n) {

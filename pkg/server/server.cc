@@ -1,6 +1,7 @@
 #include "pkg/server/server.h"
 
 #include <sched.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -151,6 +152,9 @@ void Server::CheckDrained() {
       Worker* w = worker.get();
       w->loop().Post([w] { w->StopAccepting(); });
     }
+    // A shared unix socket stays open until every worker let go of it; shut
+    // it for reading now so new clients are refused instead of queued.
+    for (const base::Fd& fd : shared_fds_) ::shutdown(fd.get(), SHUT_RD);
     drain_started_nanos_ = control_.now();
   }
   if (ActiveConnections() == 0) {

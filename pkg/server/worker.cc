@@ -4,6 +4,7 @@
 #include "pkg/net/sys_ops.h"
 
 #include <pthread.h>
+#include <signal.h>
 
 namespace ferry::server {
 
@@ -28,6 +29,13 @@ int Worker::AddRule(std::shared_ptr<const proxy::Rule> rule, int fd, base::Fd ow
 
 void Worker::Start() {
   thread_ = std::thread([this] {
+    // splice() into a reset socket raises SIGPIPE (it has no MSG_NOSIGNAL):
+    // block it here so an embedding process never dies of it; EPIPE is
+    // handled as the error it is.
+    sigset_t pipe_set;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
     std::string name = absl::StrCat("ferry-w", index_);
     pthread_setname_np(pthread_self(), name.c_str());
     loop_.Run();
