@@ -20,6 +20,7 @@ namespace ferry::cli {
 namespace {
 
 constexpr int kUsageError = 2;
+constexpr const char* kDefaultAdmin = "127.0.0.1:9901";
 
 constexpr const char* kTopUsage = R"(ferry: a TCP relay.
 
@@ -57,12 +58,15 @@ Flags:
   --half-close-timeout DUR   close a half-closed connection after (default 60s)
   --max-lifetime DUR         close any connection after (default unlimited)
   --max-connections N        concurrent connections (default unlimited)
+  --admin ADDR               serve /metrics, /healthz, /readyz, /endpoints on ADDR (default off)
 )";
 
 constexpr const char* kRunUsage = R"(Usage: ferry run --config FILE
 
 Runs every rule of FILE until SIGTERM or SIGINT, then drains (drain.delay,
-drain.timeout) and exits 0.
+drain.timeout) and exits 0. The admin endpoint (/metrics, /healthz, /readyz,
+/endpoints) listens on admin.listen, 127.0.0.1:9901 when the file has no
+admin section.
 )";
 
 constexpr const char* kValidateUsage = R"(Usage: ferry validate --config FILE [--check-files]
@@ -181,6 +185,7 @@ class Command {
   int Serve(const config::v1::Config& config, int workers) {
     server::Server::Options options;
     options.workers = workers;
+    server::BlockTerminationSignals();  // before any thread starts
     auto server = server::Server::Create(config, options);
     if (!server.ok()) {
       base::Log(base::LogLevel::kError, "cannot start",
@@ -227,6 +232,7 @@ int Forward(const std::vector<std::string>& args, std::ostream& out, std::ostrea
       {"name", {true}},           {"allow", {true}},           {"deny", {true}},
       {"connect-timeout", {true}}, {"connect-attempts", {true}}, {"idle-timeout", {true}},
       {"half-close-timeout", {true}}, {"max-lifetime", {true}}, {"max-connections", {true}},
+      {"admin", {true}},
   };
   if (!ParseFlags(args, 1, specs, &p, &error)) return cmd.Usage(error);
   if (p.help) {
@@ -282,6 +288,7 @@ int Forward(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     if (!SetCount("max-connections", *v, 10'000'000, &n, &error)) return cmd.Usage(error);
     rule->set_max_connections(n);
   }
+  if (auto v = Last(p, "admin")) config.mutable_admin()->set_listen(*v);
   std::vector<config::Diagnostic> problems = config::Validate(config);
   if (!problems.empty()) {
     // Map config paths back to what the user typed.
@@ -309,6 +316,8 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     for (const auto& d : loaded.errors) err << *path << ": " << d.ToString() << "\n";
     return 1;
   }
+  // The admin endpoint is on unless the file says otherwise (admin: {listen: ""}).
+  if (!loaded.config.has_admin()) loaded.config.mutable_admin()->set_listen(kDefaultAdmin);
   return cmd.Serve(loaded.config, workers);
 }
 

@@ -47,6 +47,8 @@ using ::ferry::config::v1::Rule;
 // build". To implement a field: add its path here, check it in Validate below,
 // and add a good and a bad case to tests/config/loader_test.cc.
 constexpr absl::string_view kImplementedPaths[] = {
+    "admin.listen",
+    "admin.expose_config",
     "workers",
     "drain.delay",
     "drain.timeout",
@@ -464,6 +466,15 @@ class Validator {
     if (config.has_drain()) {
       if (config.drain().has_delay()) CheckDuration(config.drain().delay(), "drain.delay");
       if (config.drain().has_timeout()) CheckDuration(config.drain().timeout(), "drain.timeout");
+    }
+    if (!config.admin().listen().empty()) {
+      absl::StatusOr<net::HostPort> hp = net::ParseHostPort(config.admin().listen());
+      if (!hp.ok()) {
+        Error("admin.listen", std::string(hp.status().message()));
+      } else if (hp->is_unix() || (!hp->host.empty() && !net::IsIpLiteral(hp->host))) {
+        Error("admin.listen", absl::StrCat("must be IP:PORT, [IPv6]:PORT or :PORT, not ",
+                                           Quote(config.admin().listen())));
+      }
     }
     if (config.rules_size() == 0) Error("rules", "at least one rule is required");
     for (int i = 0; i < config.rules_size(); ++i) CheckRule(config.rules(i), i);

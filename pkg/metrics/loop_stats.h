@@ -31,6 +31,29 @@ class Gauge {
   std::atomic<int64_t> value_{0};
 };
 
+// A latency histogram with one writer; buckets are cumulative only when
+// exported. Bounds suit connect times, from loopback to a slow WAN.
+class Histogram {
+ public:
+  static constexpr double kBoundsSeconds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                              0.1,    0.25,  0.5,    1,     2.5,   5,    10};
+  static constexpr int kBuckets = sizeof(kBoundsSeconds) / sizeof(kBoundsSeconds[0]);
+
+  void Observe(int64_t nanos) {
+    double seconds = static_cast<double>(nanos) / 1e9;
+    int i = 0;
+    while (i < kBuckets && seconds > kBoundsSeconds[i]) ++i;
+    counts_[i].Add(1);  // counts_[kBuckets] is +Inf
+    sum_nanos_.Add(static_cast<uint64_t>(nanos));
+  }
+  uint64_t bucket(int i) const { return counts_[i].value(); }  // not cumulative
+  uint64_t sum_nanos() const { return sum_nanos_.value(); }
+
+ private:
+  Counter counts_[kBuckets + 1];
+  Counter sum_nanos_;
+};
+
 enum class AcceptError { kEmfile = 0, kEnfile, kEnomem, kOther, kCount };
 enum class PumpMode { kCopy = 0, kSplice, kCount };
 

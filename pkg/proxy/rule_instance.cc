@@ -23,7 +23,10 @@ const char* OutcomeName(Outcome outcome) {
 
 RuleInstance::RuleInstance(event::Loop& loop, pump::Context& pumps,
                            std::shared_ptr<const Rule> rule)
-    : loop_(loop), pumps_(pumps), rule_(std::move(rule)) {}
+    : loop_(loop),
+      pumps_(pumps),
+      rule_(std::move(rule)),
+      endpoint_stats_(new EndpointStats[rule_->endpoints.size()]) {}
 
 RuleInstance::~RuleInstance() {
   StopAccepting();

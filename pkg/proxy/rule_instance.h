@@ -40,6 +40,9 @@ class RuleInstance final : public net::Listener::Callbacks {
   const std::shared_ptr<const Rule>& rule() const { return rule_; }
   RuleStats& stats() { return stats_; }
   const RuleStats& stats() const { return stats_; }
+  // Counters of rule()->endpoints[i]; readable from any thread.
+  EndpointStats& endpoint_stats(size_t i) { return endpoint_stats_[i]; }
+  const EndpointStats& endpoint_stats(size_t i) const { return endpoint_stats_[i]; }
   // Unlinks a closed session and passes it to the loop's deferred deletion.
   void Release(Session* session);
 
@@ -48,6 +51,7 @@ class RuleInstance final : public net::Listener::Callbacks {
   pump::Context& pumps_;
   std::shared_ptr<const Rule> rule_;
   RuleStats stats_;
+  std::unique_ptr<EndpointStats[]> endpoint_stats_;  // one per rule_->endpoints
   std::optional<net::Listener> listener_;
   Session* head_ = nullptr;  // intrusive list of live sessions
   size_t session_count_ = 0;

@@ -88,13 +88,14 @@ void Session::ConnectFailed(int err) {
 
 void Session::StartRelay() {
   state_ = State::kRelaying;
-  RuleStats& stats = owner_.stats();
-  stats.connects.Add(1);
-  stats.connect_nanos.Add(static_cast<uint64_t>(loop_.now() - attempt_started_nanos_));
+  owner_.stats().connect_duration.Observe(loop_.now() - attempt_started_nanos_);
+  endpoint_stats_ = &owner_.endpoint_stats((endpoint_index_ - 1) % rule_->endpoints.size());
+  endpoint_stats_->active.Add(1);
   net::SetNoDelay(upstream_.get());
   net::SetKeepAlive(upstream_.get(), rule_->keepalive);
-  to_target_.emplace(owner_.pumps(), client_.get(), upstream_.get());
-  to_client_.emplace(owner_.pumps(), upstream_.get(), client_.get());
+  metrics::Gauge* buffered = &owner_.stats().buffered;
+  to_target_.emplace(owner_.pumps(), client_.get(), upstream_.get(), buffered);
+  to_client_.emplace(owner_.pumps(), upstream_.get(), client_.get(), buffered);
   last_activity_nanos_ = loop_.now();
   ArmTimer();
   Drive();
@@ -145,9 +146,12 @@ void Session::Drive() {
   uint64_t to_client_before = to_client_->bytes();
   pump::Pump::State up = to_target_->Run(kBudgetBytes);
   pump::Pump::State down = to_client_->Run(kBudgetBytes);
-  RuleStats& stats = owner_.stats();
-  if (uint64_t n = to_target_->bytes() - to_target_before; n > 0) stats.bytes_to_target.Add(n);
-  if (uint64_t n = to_client_->bytes() - to_client_before; n > 0) stats.bytes_to_client.Add(n);
+  if (uint64_t n = to_target_->bytes() - to_target_before; n > 0) {
+    endpoint_stats_->bytes_to_target.Add(n);
+  }
+  if (uint64_t n = to_client_->bytes() - to_client_before; n > 0) {
+    endpoint_stats_->bytes_to_client.Add(n);
+  }
   if (to_target_->bytes() + to_client_->bytes() != before) last_activity_nanos_ = loop_.now();
 
   if (up == pump::Pump::State::kError || down == pump::Pump::State::kError) {
@@ -230,6 +234,7 @@ void Session::Close(Outcome outcome, bool reset) {
     if (reset) net::SetLingerZero(fd->get());
     fd->Reset();
   }
+  if (endpoint_stats_ != nullptr) endpoint_stats_->active.Add(-1);
   owner_.stats().connections[static_cast<int>(outcome)].Add(1);
   owner_.Release(this);
 }

@@ -91,7 +91,8 @@ class Session final : public event::Deletable {
   std::optional<pump::Pump> to_target_;
   std::optional<pump::Pump> to_client_;
   int attempts_ = 0;
-  size_t endpoint_index_ = 0;
+  size_t endpoint_index_ = 0;  // the next endpoint to try
+  EndpointStats* endpoint_stats_ = nullptr;  // the connected endpoint's
   int64_t started_nanos_ = 0;
   int64_t attempt_started_nanos_ = 0;
   int64_t last_activity_nanos_ = 0;

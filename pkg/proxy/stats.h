@@ -19,16 +19,22 @@ enum class Outcome {
 
 const char* OutcomeName(Outcome outcome);
 
+// One endpoint's counters in one rule on one loop; the loop is the only
+// writer. A rule's byte totals are the sums over its endpoints.
+struct EndpointStats {
+  metrics::Counter bytes_to_target;
+  metrics::Counter bytes_to_client;
+  metrics::Gauge active;
+};
+
 // One rule's counters on one loop; the loop is the only writer. The exporter
 // sums them over loops.
 struct RuleStats {
   metrics::Counter connections[static_cast<int>(Outcome::kCount)];
-  metrics::Counter bytes_to_target;
-  metrics::Counter bytes_to_client;
   metrics::Gauge active;
+  metrics::Gauge buffered;  // bytes read and not yet written, user space + pipes
+  metrics::Histogram connect_duration;  // time to reach the target, per success
   metrics::Counter connect_attempts_failed;
-  metrics::Counter connect_nanos;  // sum of successful connect times
-  metrics::Counter connects;       // successful connects
 
   uint64_t outcome(Outcome o) const { return connections[static_cast<int>(o)].value(); }
 };

@@ -29,7 +29,9 @@ void Pump::Moved(size_t n) {
 
 void Pump::SetBuffered(size_t n) {
   if (n != buffered_) {
-    ctx_.stats.buffered_bytes.Add(static_cast<int64_t>(n) - static_cast<int64_t>(buffered_));
+    int64_t delta = static_cast<int64_t>(n) - static_cast<int64_t>(buffered_);
+    ctx_.stats.buffered_bytes.Add(delta);
+    if (rule_buffered_ != nullptr) rule_buffered_->Add(delta);
     buffered_ = n;
   }
 }

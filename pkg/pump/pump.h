@@ -38,7 +38,9 @@ class Pump {
  public:
   enum class State { kActive, kDone, kError };
 
-  Pump(Context& context, int src, int dst) : ctx_(context), src_(src), dst_(dst) {}
+  // `buffered`, when set, is the rule's gauge of bytes held (besides the loop's).
+  Pump(Context& context, int src, int dst, metrics::Gauge* buffered = nullptr)
+      : ctx_(context), src_(src), dst_(dst), rule_buffered_(buffered) {}
   ~Pump();
   Pump(const Pump&) = delete;
   Pump& operator=(const Pump&) = delete;
@@ -82,6 +84,7 @@ class Pump {
   Context& ctx_;
   const int src_;
   const int dst_;
+  metrics::Gauge* const rule_buffered_;
   metrics::PumpMode mode_ = metrics::PumpMode::kCopy;
   State state_ = State::kActive;
   bool readable_ = true;  // unknown until EAGAIN says otherwise

@@ -100,6 +100,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const config::v1::Config&
     }
     server->bound_.push_back({rule->name, address});
   }
+  FERRY_RETURN_IF_ERROR(server->StartAdmin());
   return server;
 }
 
@@ -108,6 +109,7 @@ Server::~Server() {
     Drain();
     Wait();
   }
+  admin_.reset();  // its handlers read the workers: stop it first
 }
 
 void Server::Start() {
@@ -187,13 +189,23 @@ void Server::Wait() {
   unix_paths_.clear();
 }
 
-void Server::RunUntilSignal() {
+static sigset_t TerminationSignals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // inherited by every thread we start
+  return set;
+}
+
+void BlockTerminationSignals() {
+  sigset_t set = TerminationSignals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+void Server::RunUntilSignal() {
+  BlockTerminationSignals();
+  sigset_t set = TerminationSignals();
   Start();
   // A thread waits for the signals; this one waits for the drain to end.
   std::atomic<bool> exiting{false};
@@ -245,8 +257,11 @@ RuleTotals Server::Totals(const std::string& rule) const {
       for (int i = 0; i < static_cast<int>(proxy::Outcome::kCount); ++i) {
         t.connections[i] += s.connections[i].value();
       }
-      t.bytes_to_target += s.bytes_to_target.value();
-      t.bytes_to_client += s.bytes_to_client.value();
+      for (size_t i = 0; i < instance->rule()->endpoints.size(); ++i) {
+        const proxy::EndpointStats& e = instance->endpoint_stats(i);
+        t.bytes_to_target += e.bytes_to_target.value();
+        t.bytes_to_client += e.bytes_to_client.value();
+      }
       t.active += s.active.value();
     }
   }

@@ -2,12 +2,15 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "pkg/event/loop.h"
+#include "pkg/metrics/admin.h"
+#include "pkg/metrics/families.h"
 #include "pkg/net/address.h"
 #include "pkg/proxy/rule.h"
 #include "pkg/server/worker.h"
@@ -55,8 +58,10 @@ class Server {
   void Drain();
   // Blocks until a drain has finished and every worker has stopped.
   void Wait();
-  // Blocks SIGTERM/SIGINT/SIGHUP, starts, drains on SIGTERM or SIGINT (a
-  // second one closes every connection at once), and returns when done.
+  // Starts, drains on SIGTERM or SIGINT (a second one closes every
+  // connection at once), and returns when done. BlockTerminationSignals()
+  // must have run before Create(), or a thread started there could take a
+  // signal and die of it.
   void RunUntilSignal();
 
   bool ready() const { return ready_.load(std::memory_order_relaxed); }
@@ -72,13 +77,25 @@ class Server {
   LoopTotals LoopTotalsSum() const;
   int64_t ActiveConnections() const;
 
+  // Every ferry_* and process_* family, summed over the workers' counters.
+  // Thread-safe: the admin server calls it from its own threads.
+  void Collect(metrics::Families& out) const;
+  // The /endpoints document: every rule, its listener and endpoints with
+  // their counters, as JSON.
+  std::string EndpointsJson() const;
+  // The admin server's address (the real port), or empty when it is off.
+  std::optional<net::Address> admin_address() const;
+
  private:
   Server() = default;
   void StartDrainOnControl();
   void CheckDrained();
   void FinishDrain(bool timed_out);
 
+  absl::Status StartAdmin();
+
   config::v1::Config config_;
+  std::unique_ptr<metrics::AdminServer> admin_;
   std::vector<std::shared_ptr<const proxy::Rule>> rules_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<Bound> bound_;
@@ -95,6 +112,11 @@ class Server {
   std::atomic<bool> draining_{false};
   bool started_ = false;
 };
+
+// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread, and so in every
+// thread it starts afterwards (workers, the admin server's), leaving them to
+// RunUntilSignal(). Call it before Server::Create.
+void BlockTerminationSignals();
 
 // The CPUs this process may use: its affinity mask, capped by the cgroup v2
 // (or v1) CPU quota rounded up, at least 1.

@@ -275,12 +275,18 @@ const BadCase kBadFiles[] = {
      {"workers: duplicate key (first on line 1)"}},
 
     // Fields the schema has but this build does not implement.
-    {"AdminNotImplemented",
-     "admin: {listen: \"127.0.0.1:9901\"}\n" + RuleWith("max_connections: 1"),
-     {"admin: not implemented in this build"}},
-    {"EmptyAdminNotImplemented",
-     "admin:\n" + RuleWith("max_connections: 1"),
-     {"admin: not implemented in this build"}},
+    {"HubNotImplemented",
+     "rendezvous: {hub: {tunnel_listen: \":7000\"}}\n" + RuleWith("max_connections: 1"),
+     {"rendezvous: not implemented in this build"}},
+    {"EmptyDnsNotImplemented",
+     "dns:\n" + RuleWith("max_connections: 1"),
+     {"dns: not implemented in this build"}},
+    {"AdminListenMustBeIp",
+     "admin: {listen: \"unix:/run/admin.sock\"}\n" + RuleWith("max_connections: 1"),
+     {R"(admin.listen: must be IP:PORT, [IPv6]:PORT or :PORT, not "unix:/run/admin.sock")"}},
+    {"AdminListenBadPort",
+     "admin: {listen: \"127.0.0.1:99999\"}\n" + RuleWith("max_connections: 1"),
+     {"admin.listen: port 99999 out of range"}},
     {"DnsNotImplemented",
      "dns: {servers: []}\n" + RuleWith("max_connections: 1"),
      {"dns: not implemented in this build"}},
@@ -483,7 +489,7 @@ const BadCase kBadFiles[] = {
     // Several errors at once: all of them, mapping errors first, then semantic ones.
     {"ManyErrors",
      R"(workers: 1.5
-admin: {listen: ":9901"}
+dns: {servers: []}
 drain: {delay: soon}
 rules:
   - name: web
@@ -503,7 +509,7 @@ rules:
 )",
      {
          R"(workers: expected an integer, got "1.5")",
-         "admin: not implemented in this build",
+         "dns: not implemented in this build",
          R"(drain.delay: invalid duration "soon" (write e.g. "500ms", "5s", "10m", "1h30m"))",
          "rules[0].lisen: unknown field",
          "rules[0].targets[1].weight: not implemented in this build",
@@ -602,7 +608,7 @@ TEST(ValidateTest, AcceptsAValidConfig) {
 
 TEST(ValidateTest, RejectsSetFieldsThisBuildDoesNotImplement) {
   Config config = TextProto(R"pb(
-    admin { listen: ":9901" }
+    dns { servers: "127.0.0.1:53" }
     rules {
       name: "web"
       listen: ":80"
@@ -612,7 +618,7 @@ TEST(ValidateTest, RejectsSetFieldsThisBuildDoesNotImplement) {
     }
   )pb");
   EXPECT_THAT(Strings(Validate(config)),
-              ElementsAre("admin: not implemented in this build",
+              ElementsAre("dns: not implemented in this build",
                           "rules[0].targets[0].weight: not implemented in this build",
                           "rules[0].balance: not implemented in this build",
                           "rules[0].rate_limit: not implemented in this build"));
@@ -704,7 +710,8 @@ TEST(IsImplementedTest, ListedPathsTheirParentsAndChildren) {
   EXPECT_FALSE(IsImplemented("rules[].targets[].weight"));
   EXPECT_FALSE(IsImplemented("rules[].balance"));
   EXPECT_FALSE(IsImplemented("rules[].listener"));
-  EXPECT_FALSE(IsImplemented("admin"));
+  EXPECT_TRUE(IsImplemented("admin.listen"));
+  EXPECT_FALSE(IsImplemented("dns"));
   EXPECT_FALSE(IsImplemented("rendezvous.hub"));
 }
 

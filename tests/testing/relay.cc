@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "pkg/config/loader.h"
 
@@ -57,7 +58,12 @@ std::string OneRuleYaml(const std::string& listen, const std::vector<std::string
   std::string quoted;
   for (const std::string& t : targets)
     absl::StrAppend(&quoted, quoted.empty() ? "" : ", ", "\"", t, "\"");
-  return absl::StrCat(top_fields, "rules:\n  - name: main\n    listen: \"", listen,
+  // The admin endpoint on a port of its own, unless the caller chose one:
+  // `ferry run` would otherwise take 127.0.0.1:9901, shared by every test.
+  std::string admin = absl::StrContains(top_fields, "admin:")
+                          ? ""
+                          : "admin: { listen: \"127.0.0.1:0\" }\n";
+  return absl::StrCat(admin, top_fields, "rules:\n  - name: main\n    listen: \"", listen,
                       "\"\n    targets: [", quoted, "]\n", rule_fields);
 }
 

@@ -1,0 +1,195 @@
+// The server's observability: metric families summed over the workers'
+// single-writer counters at scrape time, the /endpoints document, and the
+// admin server's routes.
+
+#include "absl/strings/str_cat.h"
+#include "cmd/ferry/version.h"
+#include "google/protobuf/util/json_util.h"
+#include "pkg/base/log.h"
+#include "pkg/base/status.h"
+#include "pkg/server/server.h"
+
+namespace ferry::server {
+namespace {
+
+using proxy::Outcome;
+
+std::string JsonString(absl::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    if (static_cast<unsigned char>(c) < 0x20) {
+      absl::StrAppend(&out, "\\u00", absl::Hex(c, absl::kZeroPad2));
+      continue;
+    }
+    out.push_back(c);
+  }
+  out.push_back('"');
+  return out;
+}
+
+// One rule's counters summed over workers, endpoint by endpoint.
+struct RuleSum {
+  const proxy::Rule* rule = nullptr;
+  uint64_t outcomes[static_cast<int>(Outcome::kCount)] = {};
+  int64_t active = 0;
+  int64_t buffered = 0;
+  uint64_t buckets[metrics::Histogram::kBuckets + 1] = {};
+  uint64_t connect_nanos = 0;
+  struct Endpoint {
+    uint64_t to_target = 0;
+    uint64_t to_client = 0;
+    int64_t active = 0;
+  };
+  std::vector<Endpoint> endpoints;
+};
+
+}  // namespace
+
+static std::vector<RuleSum> SumRules(const std::vector<std::shared_ptr<const proxy::Rule>>& rules,
+                                     const std::vector<std::unique_ptr<Worker>>& workers) {
+  std::vector<RuleSum> sums(rules.size());
+  for (size_t r = 0; r < rules.size(); ++r) {
+    sums[r].rule = rules[r].get();
+    sums[r].endpoints.resize(rules[r]->endpoints.size());
+  }
+  for (const auto& worker : workers) {
+    const auto& instances = worker->rules();
+    for (size_t r = 0; r < instances.size() && r < sums.size(); ++r) {
+      const proxy::RuleInstance& in = *instances[r];
+      RuleSum& sum = sums[r];
+      const proxy::RuleStats& s = in.stats();
+      for (int o = 0; o < static_cast<int>(Outcome::kCount); ++o) {
+        sum.outcomes[o] += s.connections[o].value();
+      }
+      sum.active += s.active.value();
+      sum.buffered += s.buffered.value();
+      for (int b = 0; b <= metrics::Histogram::kBuckets; ++b) {
+        sum.buckets[b] += s.connect_duration.bucket(b);
+      }
+      sum.connect_nanos += s.connect_duration.sum_nanos();
+      for (size_t e = 0; e < sum.endpoints.size(); ++e) {
+        const proxy::EndpointStats& es = in.endpoint_stats(e);
+        sum.endpoints[e].to_target += es.bytes_to_target.value();
+        sum.endpoints[e].to_client += es.bytes_to_client.value();
+        sum.endpoints[e].active += es.active.value();
+      }
+    }
+  }
+  return sums;
+}
+
+void Server::Collect(metrics::Families& out) const {
+  std::vector<RuleSum> sums = SumRules(rules_, workers_);
+
+  out.Counter("ferry_bytes_total", "Bytes relayed, by rule, endpoint and direction.");
+  for (const RuleSum& r : sums) {
+    for (size_t e = 0; e < r.endpoints.size(); ++e) {
+      std::string key = r.rule->endpoints[e].ToString();
+      out.Add({{"rule", r.rule->name}, {"endpoint", key}, {"direction", "to_target"}},
+              static_cast<double>(r.endpoints[e].to_target));
+      out.Add({{"rule", r.rule->name}, {"endpoint", key}, {"direction", "to_client"}},
+              static_cast<double>(r.endpoints[e].to_client));
+    }
+  }
+  out.Counter("ferry_connections_total", "Connections, by rule and how they ended.");
+  for (const RuleSum& r : sums) {
+    for (int o = 0; o < static_cast<int>(Outcome::kCount); ++o) {
+      out.Add({{"rule", r.rule->name}, {"outcome", proxy::OutcomeName(static_cast<Outcome>(o))}},
+              static_cast<double>(r.outcomes[o]));
+    }
+  }
+  out.Gauge("ferry_connections_active", "Connections open now.");
+  for (const RuleSum& r : sums) out.Add({{"rule", r.rule->name}}, static_cast<double>(r.active));
+  out.Gauge("ferry_buffered_bytes", "Bytes read and not yet written (user space and pipes).");
+  for (const RuleSum& r : sums) out.Add({{"rule", r.rule->name}}, static_cast<double>(r.buffered));
+  out.Histogram("ferry_connect_duration_seconds", "Time to reach the target.");
+  for (const RuleSum& r : sums) {
+    out.AddHistogram({{"rule", r.rule->name}}, metrics::Histogram::kBoundsSeconds, r.buckets,
+                     metrics::Histogram::kBuckets, static_cast<double>(r.connect_nanos) / 1e9);
+  }
+
+  LoopTotals loops = LoopTotalsSum();
+  out.Counter("ferry_accept_errors_total", "accept() failures, by reason.");
+  const char* reasons[] = {"emfile", "enfile", "enomem", "other"};
+  for (int i = 0; i < static_cast<int>(metrics::AcceptError::kCount); ++i) {
+    out.Add({{"reason", reasons[i]}}, static_cast<double>(loops.accept_errors[i]));
+  }
+  out.Counter("ferry_pump_bytes_total", "Bytes moved, by mode: copy (recv/send) or splice.");
+  out.Add({{"mode", "copy"}}, static_cast<double>(loops.pump_bytes[0]));
+  out.Add({{"mode", "splice"}}, static_cast<double>(loops.pump_bytes[1]));
+  out.Gauge("ferry_build_info", "ferry's version and source revision.");
+  out.Add({{"version", FERRY_VERSION}, {"revision", FERRY_REVISION}}, 1);
+  metrics::AddProcessFamilies(out);
+}
+
+std::string Server::EndpointsJson() const {
+  std::vector<RuleSum> sums = SumRules(rules_, workers_);
+  std::string out = "{\"ready\":";
+  absl::StrAppend(&out, ready() ? "true" : "false", ",\"rules\":[");
+  for (size_t r = 0; r < sums.size(); ++r) {
+    const RuleSum& sum = sums[r];
+    absl::StrAppend(&out, r ? "," : "", "{\"name\":", JsonString(sum.rule->name),
+                    ",\"listen\":", JsonString(bound_[r].address.ToString()),
+                    ",\"active\":", sum.active, ",\"buffered_bytes\":", sum.buffered,
+                    ",\"connections\":{");
+    for (int o = 0; o < static_cast<int>(Outcome::kCount); ++o) {
+      absl::StrAppend(&out, o ? "," : "", "\"", proxy::OutcomeName(static_cast<Outcome>(o)),
+                      "\":", sum.outcomes[o]);
+    }
+    absl::StrAppend(&out, "},\"endpoints\":[");
+    for (size_t e = 0; e < sum.endpoints.size(); ++e) {
+      const RuleSum::Endpoint& ep = sum.endpoints[e];
+      absl::StrAppend(&out, e ? "," : "", "{\"address\":",
+                      JsonString(sum.rule->endpoints[e].ToString()),
+                      ",\"up\":true,\"active\":", ep.active, ",\"bytes_to_target\":", ep.to_target,
+                      ",\"bytes_to_client\":", ep.to_client, "}");
+    }
+    absl::StrAppend(&out, "]}");
+  }
+  absl::StrAppend(&out, "]}\n");
+  return out;
+}
+
+std::optional<net::Address> Server::admin_address() const {
+  if (!admin_) return std::nullopt;
+  return admin_->address();
+}
+
+absl::Status Server::StartAdmin() {
+  if (config_.admin().listen().empty()) return absl::OkStatus();
+  FERRY_ASSIGN_OR_RETURN(net::HostPort hp, net::ParseHostPort(config_.admin().listen()));
+  FERRY_ASSIGN_OR_RETURN(net::Address address, net::ListenAddress(hp));
+  std::vector<metrics::AdminServer::Route> routes;
+  routes.push_back({"/metrics", [this] {
+                      metrics::Families families;
+                      Collect(families);
+                      return metrics::HttpResponse{
+                          200, "text/plain; version=0.0.4; charset=utf-8", families.Serialize()};
+                    }});
+  routes.push_back({"/healthz", [] { return metrics::HttpResponse{200, "text/plain", "ok\n"}; }});
+  routes.push_back({"/readyz", [this] {
+                      return ready() ? metrics::HttpResponse{200, "text/plain", "ready\n"}
+                                     : metrics::HttpResponse{503, "text/plain", "not ready\n"};
+                    }});
+  routes.push_back({"/endpoints", [this] {
+                      return metrics::HttpResponse{200, "application/json", EndpointsJson()};
+                    }});
+  if (config_.admin().expose_config()) {
+    // The running config as JSON. No field this build implements holds a
+    // secret (token files are paths, not tokens).
+    std::string json;
+    google::protobuf::util::JsonPrintOptions options;
+    options.add_whitespace = true;
+    options.preserve_proto_field_names = true;
+    (void)google::protobuf::util::MessageToJsonString(config_, &json, options);
+    routes.push_back({"/config", [json] {
+                        return metrics::HttpResponse{200, "application/json", json};
+                      }});
+  }
+  FERRY_ASSIGN_OR_RETURN(admin_, metrics::AdminServer::Start(address, std::move(routes)));
+  FERRY_LOG(kInfo, "admin listening", {{"address", admin_->address().ToString()}});
+  return absl::OkStatus();
+}
+
+}  // namespace ferry::server
