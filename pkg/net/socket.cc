@@ -51,6 +51,8 @@ absl::StatusOr<base::Fd> ListenSocket(const Address& address, bool reuse_port, i
     SetInt(fd.get(), SOL_SOCKET, SO_REUSEADDR, 1);
     if (reuse_port) SetInt(fd.get(), SOL_SOCKET, SO_REUSEPORT, 1);
     if (address.family() == AF_INET6) SetInt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, 0);
+    // Accepted sockets inherit it: no setsockopt per connection.
+    SetInt(fd.get(), IPPROTO_TCP, TCP_NODELAY, 1);
   }
   if (::bind(fd.get(), address.sa(), address.len()) != 0) return Errno("bind", address, errno);
   if (::listen(fd.get(), backlog) != 0) return Errno("listen", address, errno);

@@ -62,7 +62,7 @@ void RuleInstance::OnAccept(base::Fd fd, const net::Address& peer) {
       return;
     }
   }
-  net::SetNoDelay(fd.get());
+  // TCP_NODELAY comes from the listening socket (accept() inherits it).
   net::SetKeepAlive(fd.get(), rule.keepalive);
   auto* session = new Session(*this, std::move(fd), peer);
   session->next = head_;
