@@ -16,7 +16,7 @@ packages=(
   libprotobuf-dev protobuf-compiler libabsl-dev libyaml-cpp-dev libssl-dev
   libgtest-dev libgmock-dev
   # tests: network namespaces for e2e, socat as a demo backend and test peer
-  iproute2 iptables socat procps curl prometheus jq
+  iproute2 iptables socat procps curl prometheus jq chromium
 )
 if [[ ${1:-} == --bench ]]; then
   packages+=(haproxy nginx-light libnginx-mod-stream rinetd redir iperf3 wrk hyperfine

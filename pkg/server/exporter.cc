@@ -7,6 +7,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "pkg/base/log.h"
 #include "pkg/base/status.h"
+#include "pkg/metrics/status_page.h"
 #include "pkg/server/server.h"
 
 namespace ferry::server {
@@ -166,6 +167,10 @@ absl::Status Server::StartAdmin() {
                       Collect(families);
                       return metrics::HttpResponse{
                           200, "text/plain; version=0.0.4; charset=utf-8", families.Serialize()};
+                    }});
+  routes.push_back({"/", [] {
+                      return metrics::HttpResponse{200, "text/html; charset=utf-8",
+                                                   metrics::StatusPageHtml()};
                     }});
   routes.push_back({"/healthz", [] { return metrics::HttpResponse{200, "text/plain", "ok\n"}; }});
   routes.push_back({"/readyz", [this] {
