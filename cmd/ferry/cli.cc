@@ -58,15 +58,17 @@ Flags:
   --half-close-timeout DUR   close a half-closed connection after (default 60s)
   --max-lifetime DUR         close any connection after (default unlimited)
   --max-connections N        concurrent connections (default unlimited)
-  --admin ADDR               serve /metrics, /healthz, /readyz, /endpoints on ADDR (default off)
+  --admin ADDR               serve the status page (/), /metrics, /healthz, /readyz and
+                             /endpoints on ADDR (default off)
 )";
 
 constexpr const char* kRunUsage = R"(Usage: ferry run --config FILE
 
 Runs every rule of FILE until SIGTERM or SIGINT, then drains (drain.delay,
-drain.timeout) and exits 0. The admin endpoint (/metrics, /healthz, /readyz,
-/endpoints) listens on admin.listen, 127.0.0.1:9901 when the file has no
-admin section.
+drain.timeout) and exits 0. The admin endpoint (status page at /, /metrics,
+/healthz, /readyz, /endpoints, and /config with admin.expose_config) listens
+on admin.listen: 127.0.0.1:9901 when the file has no admin section, off with
+admin: {listen: ""}.
 )";
 
 constexpr const char* kValidateUsage = R"(Usage: ferry validate --config FILE [--check-files]
