@@ -14,6 +14,17 @@ FERRY=${FERRY_BINARY:?set FERRY_BINARY to the ferry binary}
 [[ $(id -u) == 0 ]] || { echo "skip: needs root for ip netns"; exit 77; }
 command -v ip >/dev/null && command -v socat >/dev/null || { echo "skip: needs ip and socat"; exit 77; }
 
+# A sandbox may add namespaces but not enter them (a chroot whose / is not a
+# mount point): probe before building anything.
+probe=fep$$
+ip netns add "$probe" 2>/dev/null || { echo "skip: cannot add a network namespace"; exit 77; }
+if ! ip -n "$probe" link set lo up 2>/dev/null; then
+  ip netns del "$probe" 2>/dev/null || true
+  echo "skip: cannot enter a network namespace here"
+  exit 77
+fi
+ip netns del "$probe"
+
 tag=fe$$
 cli=${tag}c srv=${tag}s
 work=$(mktemp -d)

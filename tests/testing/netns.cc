@@ -52,7 +52,23 @@ std::string BlackholeNetns::Unsupported() {
   if (::geteuid() != 0) return "needs root to create network namespaces";
   if (FindTool("ip").empty()) return "no ip command (iproute2)";
   if (FindTool("iptables").empty() && FindTool("nft").empty()) return "no iptables or nft";
-  return "";
+  // Some sandboxes (a chroot whose / is not a mount point) can add a
+  // namespace but not enter one: `ip -n` fails there. Probe once.
+  static const std::string probe = [] {
+    std::string ip = FindTool("ip");
+    std::string name = absl::StrCat("fip", ::getpid());
+    RunCommand(ip, {"netns", "del", name});
+    if (auto s = Run(ip, {"netns", "add", name}); !s.ok()) {
+      return absl::StrCat("cannot add a network namespace: ", s.message());
+    }
+    absl::Status entered = Run(ip, {"-n", name, "link", "set", "lo", "up"});
+    RunCommand(ip, {"netns", "del", name});
+    if (!entered.ok()) {
+      return absl::StrCat("cannot enter a network namespace here: ", entered.message());
+    }
+    return std::string();
+  }();
+  return probe;
 }
 
 absl::StatusOr<std::unique_ptr<BlackholeNetns>> BlackholeNetns::Create() {
