@@ -77,12 +77,16 @@ wait_for() {
   done
 }
 
-# A loopback port nobody listens on now (the caller retries if it is taken later).
+# A loopback port no socket uses now (the caller retries if it is taken
+# later), below the kernel's ephemeral range, where outgoing connections
+# (thousands of them on a busy host) take their local ports.
 free_port() {
-  local p
+  local p low=32768
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+  ((low > 11000)) || low=32768
   for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 40000))
-    [[ -z $(ss -Htln "( sport = :$p )") ]] && { echo "$p"; return 0; }
+    p=$((10000 + RANDOM % (low - 10000)))
+    [[ -z $(ss -Htan "( sport = :$p )") ]] && { echo "$p"; return 0; }
   done
   return 1
 }
