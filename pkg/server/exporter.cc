@@ -124,6 +124,8 @@ void Server::Collect(metrics::Families& out) const {
   metrics::AddProcessFamilies(out);
 }
 
+// Endpoints carry no "up" field until health checking exists: a page or
+// client must not be told an endpoint is healthy when nobody checked.
 std::string Server::EndpointsJson() const {
   std::vector<RuleSum> sums = SumRules(rules_, workers_);
   std::string out = "{\"ready\":";
@@ -143,7 +145,7 @@ std::string Server::EndpointsJson() const {
       const RuleSum::Endpoint& ep = sum.endpoints[e];
       absl::StrAppend(&out, e ? "," : "", "{\"address\":",
                       JsonString(sum.rule->endpoints[e].ToString()),
-                      ",\"up\":true,\"active\":", ep.active, ",\"bytes_to_target\":", ep.to_target,
+                      ",\"active\":", ep.active, ",\"bytes_to_target\":", ep.to_target,
                       ",\"bytes_to_client\":", ep.to_client, "}");
     }
     absl::StrAppend(&out, "]}");
