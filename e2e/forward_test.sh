@@ -16,6 +16,10 @@ command -v ip >/dev/null && command -v socat >/dev/null || { echo "skip: needs i
 
 # A sandbox may add namespaces but not enter them (a chroot whose / is not a
 # mount point): probe before building anything.
+if ! awk '$5 == "/" {found=1} END {exit !found}' /proc/self/mountinfo; then
+  echo "skip: / is not a mount point (a chroot): no network namespaces"
+  exit 77
+fi
 probe=fep$$
 ip netns add "$probe" 2>/dev/null || { echo "skip: cannot add a network namespace"; exit 77; }
 if ! ip -n "$probe" link set lo up 2>/dev/null; then

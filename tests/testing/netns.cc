@@ -7,10 +7,14 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "tests/testing/child_process.h"
@@ -55,6 +59,16 @@ std::string BlackholeNetns::Unsupported() {
   // Some sandboxes (a chroot whose / is not a mount point) can add a
   // namespace but not enter one: `ip -n` fails there. Probe once.
   static const std::string probe = [] {
+    // `ip -n` starts with `mount --make-rslave /`, which needs / to be a
+    // mount point; in a chroot it is not. Check without adding anything (an
+    // `ip netns add` there would leave a /run/netns mount behind).
+    std::ifstream mountinfo("/proc/self/mountinfo");
+    bool root_mounted = false;
+    for (std::string line; std::getline(mountinfo, line);) {
+      std::vector<std::string> f = absl::StrSplit(line, ' ');
+      if (f.size() > 4 && f[4] == "/") root_mounted = true;
+    }
+    if (!root_mounted) return std::string("/ is not a mount point (a chroot): no network namespaces");
     std::string ip = FindTool("ip");
     std::string name = absl::StrCat("fip", ::getpid());
     RunCommand(ip, {"netns", "del", name});
