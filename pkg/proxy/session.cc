@@ -16,6 +16,8 @@ namespace {
 // Bytes one direction moves per wake-up before yielding to other sessions.
 constexpr size_t kBudgetBytes = 512 * 1024;
 constexpr uint32_t kSocketEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+// Events after which a socket must be read to its EOF or error.
+constexpr uint32_t kPeerClosed = EPOLLRDHUP | EPOLLHUP | EPOLLERR;
 
 }  // namespace
 
@@ -117,7 +119,9 @@ void Session::OnClientEvents(uint32_t events) {
     if (events & EPOLLERR) Close(Outcome::kError, false);
     return;
   }
-  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) to_target_->SetReadable();
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+    to_target_->SetReadable((events & kPeerClosed) != 0);
+  }
   if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) to_client_->SetWritable();
   Drive();
 }
@@ -134,7 +138,9 @@ void Session::OnUpstreamEvents(uint32_t events) {
     }
     return;
   }
-  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) to_client_->SetReadable();
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+    to_client_->SetReadable((events & kPeerClosed) != 0);
+  }
   if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) to_target_->SetWritable();
   Drive();
 }

@@ -115,8 +115,9 @@ bool Pump::CopyStep(size_t* budget) {
   if (!FlushBuffer(budget)) return false;
   if (eof_) return Finish();
   if (!readable_) return false;
-  if (full_reads_ >= ctx_.splice_after_full_reads && ctx_.splice && !splice_failed_) {
+  if (big_reads_ >= ctx_.splice_after_big_reads && ctx_.splice && !splice_failed_) {
     mode_ = metrics::PumpMode::kSplice;
+    small_chunks_ = 0;
     return true;
   }
   buffer_ = ctx_.buffers.Get();
@@ -124,6 +125,7 @@ bool Pump::CopyStep(size_t* budget) {
   net::IoResult r = ctx_.sys.Recv(src_, buffer_, BufferPool::kSize);
   if (r.err == EAGAIN) {
     readable_ = false;
+    read_to_eagain_ = false;
     ReleaseBuffer();
     return false;
   }
@@ -132,12 +134,15 @@ bool Pump::CopyStep(size_t* budget) {
     Fail(r.err);
     return false;
   }
+  if (r.bytes > 0 && static_cast<size_t>(r.bytes) < BufferPool::kSize && !read_to_eagain_) {
+    readable_ = false;  // drained: the next edge will say when there is more
+  }
   if (r.bytes == 0) {
     eof_ = true;
     ReleaseBuffer();
     return true;
   }
-  full_reads_ = static_cast<size_t>(r.bytes) == BufferPool::kSize ? full_reads_ + 1 : 0;
+  big_reads_ = static_cast<size_t>(r.bytes) >= ctx_.splice_min_read ? big_reads_ + 1 : 0;
   SetBuffered(static_cast<size_t>(r.bytes));
   return true;
 }
@@ -185,6 +190,13 @@ bool Pump::DrainPipeToBuffer() {
 bool Pump::SpliceStep(size_t* budget) {
   if (!FlushPipe(budget)) return false;
   if (mode_ != metrics::PumpMode::kSplice) return true;  // fell back to copy
+  if (back_to_copy_) {
+    back_to_copy_ = false;
+    ReleasePipe();  // empty: FlushPipe wrote it all
+    mode_ = metrics::PumpMode::kCopy;
+    big_reads_ = 0;
+    return true;
+  }
   if (eof_) return Finish();
   if (!readable_) {
     if (buffered_ == 0) ReleasePipe();
@@ -196,7 +208,7 @@ bool Pump::SpliceStep(size_t* budget) {
       // Out of fds or pipe memory: copying still works. Try a pipe again
       // only after another kPipeRetryReads full buffers.
       mode_ = metrics::PumpMode::kCopy;
-      full_reads_ = -kPipeRetryReads;
+      big_reads_ = -kPipeRetryReads;
       return true;
     }
   }
@@ -217,7 +229,7 @@ bool Pump::SpliceStep(size_t* budget) {
     splice_failed_ = true;
     ReleasePipe();
     mode_ = metrics::PumpMode::kCopy;
-    full_reads_ = 0;
+    big_reads_ = 0;
     return true;
   }
   if (r.err != 0) {
@@ -229,6 +241,10 @@ bool Pump::SpliceStep(size_t* budget) {
     return true;
   }
   SetBuffered(buffered_ + static_cast<size_t>(r.bytes));
+  // Small chunks again and again: the stream turned interactive, where
+  // recv+send is cheaper. Go back once this chunk is written.
+  small_chunks_ = static_cast<size_t>(r.bytes) < ctx_.copy_below_bytes ? small_chunks_ + 1 : 0;
+  if (small_chunks_ >= ctx_.copy_after_small_chunks) back_to_copy_ = true;
   return true;
 }
 

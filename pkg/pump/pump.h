@@ -16,9 +16,15 @@ struct Context {
   PipePool& pipes;
   metrics::LoopStats& stats;
   bool splice = true;  // false: copy mode only
-  // Consecutive reads that fill the whole copy buffer before a direction
-  // moves to splice(): a sign that the source streams bulk data.
-  int splice_after_full_reads = 2;
+  // A direction moves to splice() after this many consecutive reads of at
+  // least splice_min_read bytes: splice costs more than recv+send for small
+  // messages and less from about 14 KiB (docs/benchmarks.md, "Copy vs splice").
+  int splice_after_big_reads = 2;
+  size_t splice_min_read = 16 * 1024;
+  // ... and back to copy after this many consecutive spliced chunks smaller
+  // than copy_below_bytes (an interactive session after a bulk transfer).
+  int copy_after_small_chunks = 4;
+  size_t copy_below_bytes = 4 * 1024;
 };
 
 // Pump moves the bytes of one direction of a connection, src -> dst, until
@@ -45,7 +51,12 @@ class Pump {
   Pump(const Pump&) = delete;
   Pump& operator=(const Pump&) = delete;
 
-  void SetReadable() { readable_ = true; }
+  // `peer_closed`: the event also said the peer shut down (EPOLLRDHUP,
+  // EPOLLHUP, EPOLLERR), so reads must go on to the EOF even after a short one.
+  void SetReadable(bool peer_closed = true) {
+    readable_ = true;
+    read_to_eagain_ = read_to_eagain_ || peer_closed;
+  }
   void SetWritable() { writable_ = true; }
 
   // Moves bytes until src has none, dst has no room, `budget` bytes have been
@@ -88,11 +99,19 @@ class Pump {
   metrics::PumpMode mode_ = metrics::PumpMode::kCopy;
   State state_ = State::kActive;
   bool readable_ = true;  // unknown until EAGAIN says otherwise
+  // Edge-triggered readiness: a short read drained the socket, and data
+  // arriving later raises a new edge, so the pump can stop without the
+  // recv() that would return EAGAIN. Not before the first EAGAIN (edges may
+  // have been consumed before the pump existed) nor once the peer closed
+  // (its FIN must be read now: no edge will announce it again).
+  bool read_to_eagain_ = true;
   bool writable_ = true;
   bool eof_ = false;
   bool more_work_ = false;
   bool splice_failed_ = false;
-  int full_reads_ = 0;
+  bool back_to_copy_ = false;
+  int big_reads_ = 0;     // consecutive reads >= splice_min_read (copy mode)
+  int small_chunks_ = 0;  // consecutive spliced chunks < copy_below_bytes
   int error_ = 0;
   uint64_t bytes_ = 0;
   size_t buffered_ = 0;

@@ -157,7 +157,7 @@ TEST_F(PumpTest, EofBecomesShutdownOfDestination) {
 }
 
 TEST_F(PumpTest, SpliceEagainWithEmptyPipeWaitsForReadable) {
-  fixture_.context.splice_after_full_reads = 0;  // splice from the first byte
+  fixture_.context.splice_after_big_reads = 0;  // splice from the first byte
   Pump pump(fixture_.context, src_.get(), dst_.get());
   ASSERT_EQ(WriteSome("abc", 0), 3u);
   sys_.FailNext(Op::kSpliceIn, EAGAIN);
@@ -172,7 +172,7 @@ TEST_F(PumpTest, SpliceEagainWithEmptyPipeWaitsForReadable) {
 }
 
 TEST_F(PumpTest, SpliceEinvalFallsBackToCopy) {
-  fixture_.context.splice_after_full_reads = 0;
+  fixture_.context.splice_after_big_reads = 0;
   Pump pump(fixture_.context, src_.get(), dst_.get());
   sys_.FailNext(Op::kSpliceIn, EINVAL);
   std::string data = RandomBytes(1 << 20, 3);
@@ -183,7 +183,7 @@ TEST_F(PumpTest, SpliceEinvalFallsBackToCopy) {
 }
 
 TEST_F(PumpTest, SpliceOutEinvalMovesPipeBytesToCopyBuffer) {
-  fixture_.context.splice_after_full_reads = 0;
+  fixture_.context.splice_after_big_reads = 0;
   Pump pump(fixture_.context, src_.get(), dst_.get());
   sys_.FailNext(Op::kSpliceOut, EINVAL);
   std::string data = RandomBytes(1 << 20, 4);
@@ -193,7 +193,7 @@ TEST_F(PumpTest, SpliceOutEinvalMovesPipeBytesToCopyBuffer) {
 }
 
 TEST_F(PumpTest, PipeCreationFailureFallsBackToCopy) {
-  fixture_.context.splice_after_full_reads = 0;
+  fixture_.context.splice_after_big_reads = 0;
   Pump pump(fixture_.context, src_.get(), dst_.get());
   sys_.FailNext(Op::kPipe, EMFILE, /*times=*/1'000'000);  // out of fds for good
   std::string data = RandomBytes(1 << 20, 8);
@@ -264,6 +264,69 @@ TEST_F(PumpTest, BudgetLeavesMoreWork) {
   pump.Run(BufferPool::kSize);
   EXPECT_TRUE(pump.more_work());
   EXPECT_LT(pump.bytes(), sent);
+}
+
+
+TEST_F(PumpTest, SixteenKiBMessagesSwitchToSplice) {
+  Pump pump(fixture_.context, src_.get(), dst_.get());
+  std::string all;
+  for (int i = 0; i < 4; ++i) {
+    std::string message = RandomBytes(20 * 1024, 20 + i);
+    all += message;
+    std::string got = Relay(pump, message, /*close_after=*/false);
+    ASSERT_TRUE(got == message) << i;
+  }
+  EXPECT_TRUE(pump.splicing());
+  EXPECT_GT(fixture_.stats.pump_bytes[1].value(), 0u);
+  EXPECT_EQ(pump.bytes(), all.size());
+}
+
+TEST_F(PumpTest, SmallMessagesAfterBulkGoBackToCopy) {
+  Pump pump(fixture_.context, src_.get(), dst_.get());
+  std::string bulk = RandomBytes(4 << 20, 30);
+  ASSERT_TRUE(Relay(pump, bulk, /*close_after=*/false) == bulk);
+  ASSERT_TRUE(pump.splicing());
+  for (int i = 0; i < 8; ++i) {
+    std::string message = "message " + std::to_string(i);
+    ASSERT_EQ(Relay(pump, message, /*close_after=*/false), message) << i;
+  }
+  EXPECT_FALSE(pump.splicing());
+  EXPECT_FALSE(pump.holds_pipe());
+  uint64_t copied = fixture_.stats.pump_bytes[0].value();
+  ASSERT_EQ(Relay(pump, "one more", /*close_after=*/false), "one more");
+  EXPECT_EQ(fixture_.stats.pump_bytes[0].value(), copied + 8);  // copied, not spliced
+}
+
+TEST_F(PumpTest, ShortReadAfterAnEdgeSkipsTheEagainRecv) {
+  Pump pump(fixture_.context, src_.get(), dst_.get());
+  std::string got;
+  ASSERT_EQ(WriteSome("first", 0), 5u);
+  pump.Run(1 << 20);  // reads to EAGAIN once: the socket's state is known
+  ReadAvailable(&got);
+  ASSERT_EQ(got, "first");
+  ASSERT_EQ(WriteSome("second", 0), 6u);
+  int before = sys_.calls(Op::kRecv);
+  pump.SetReadable(/*peer_closed=*/false);
+  pump.Run(1 << 20);
+  EXPECT_EQ(sys_.calls(Op::kRecv), before + 1);  // no recv() just to see EAGAIN
+  ReadAvailable(&got);
+  EXPECT_EQ(got, "firstsecond");
+}
+
+TEST_F(PumpTest, PeerCloseIsReadToEofAfterAShortRead) {
+  Pump pump(fixture_.context, src_.get(), dst_.get());
+  ASSERT_EQ(WriteSome("x", 0), 1u);
+  pump.Run(1 << 20);
+  ASSERT_EQ(WriteSome("bye", 0), 3u);
+  ::shutdown(writer_.get(), SHUT_WR);
+  ::usleep(10000);
+  // The event carries EPOLLRDHUP: data and FIN came together, and no later
+  // edge will announce the FIN, so the pump must read on to it now.
+  pump.SetReadable(/*peer_closed=*/true);
+  EXPECT_EQ(pump.Run(1 << 20), Pump::State::kDone);
+  std::string got;
+  ReadAvailable(&got);
+  EXPECT_EQ(got, "xbye");
 }
 
 }  // namespace
