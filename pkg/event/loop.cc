@@ -22,7 +22,7 @@ Loop::Loop(base::Clock& clock)
 }
 
 Loop::~Loop() {
-  for (auto& [deadline, timer] : timers_) timer->armed_ = false;
+  for (Timer* timer : timers_) timer->armed_ = false;
   deferred_.clear();
 }
 
@@ -85,23 +85,67 @@ void Loop::WakeHandler::OnEvents(uint32_t) {
   (void)r;
 }
 
+void Loop::Place(size_t i, Timer* timer) {
+  timers_[i] = timer;
+  timer->heap_index_ = i;
+}
+
+void Loop::SiftUp(size_t i) {
+  Timer* timer = timers_[i];
+  while (i > 0) {
+    size_t parent = (i - 1) / 2;
+    if (timers_[parent]->deadline_ <= timer->deadline_) break;
+    Place(i, timers_[parent]);
+    i = parent;
+  }
+  Place(i, timer);
+}
+
+void Loop::SiftDown(size_t i) {
+  Timer* timer = timers_[i];
+  const size_t n = timers_.size();
+  for (;;) {
+    size_t child = 2 * i + 1;
+    if (child >= n) break;
+    if (child + 1 < n && timers_[child + 1]->deadline_ < timers_[child]->deadline_) ++child;
+    if (timer->deadline_ <= timers_[child]->deadline_) break;
+    Place(i, timers_[child]);
+    i = child;
+  }
+  Place(i, timer);
+}
+
 void Loop::ArmTimer(Timer* timer) {
-  timers_.emplace(timer->deadline_, timer);
   timer->armed_ = true;
+  timers_.push_back(timer);
+  timer->heap_index_ = timers_.size() - 1;
+  SiftUp(timer->heap_index_);
 }
 
 void Loop::DisarmTimer(Timer* timer) {
-  timers_.erase({timer->deadline_, timer});
+  size_t i = timer->heap_index_;
   timer->armed_ = false;
+  Timer* last = timers_.back();
+  timers_.pop_back();
+  if (last == timer) return;
+  Place(i, last);
+  SiftDown(i);
+  SiftUp(last->heap_index_);
 }
 
 void Timer::ArmAt(int64_t deadline_nanos) {
-  if (armed_) {
-    if (deadline_nanos == deadline_) return;
-    loop_.DisarmTimer(this);
+  if (!armed_) {
+    deadline_ = deadline_nanos;
+    loop_.ArmTimer(this);
+    return;
   }
+  bool earlier = deadline_nanos < deadline_;
   deadline_ = deadline_nanos;
-  loop_.ArmTimer(this);
+  if (earlier) {
+    loop_.SiftUp(heap_index_);
+  } else {
+    loop_.SiftDown(heap_index_);
+  }
 }
 
 void Timer::Disarm() {
@@ -111,7 +155,7 @@ void Timer::Disarm() {
 int Loop::NextTimeoutMs() const {
   if (!scheduled_.empty()) return 0;
   if (timers_.empty()) return -1;
-  int64_t delta = timers_.begin()->first - clock_.NowNanos();
+  int64_t delta = timers_.front()->deadline_ - clock_.NowNanos();
   if (delta <= 0) return 0;
   // Round up so a timer never fires early and the loop never busy-waits.
   return static_cast<int>(std::min<int64_t>((delta + base::kNanosPerMilli - 1) / base::kNanosPerMilli,
@@ -120,10 +164,9 @@ int Loop::NextTimeoutMs() const {
 
 int Loop::RunTimers() {
   int ran = 0;
-  while (!timers_.empty() && timers_.begin()->first <= now_) {
-    Timer* timer = timers_.begin()->second;
-    timers_.erase(timers_.begin());
-    timer->armed_ = false;
+  while (!timers_.empty() && timers_.front()->deadline_ <= now_) {
+    Timer* timer = timers_.front();
+    DisarmTimer(timer);
     timer->callback_();  // may re-arm or destroy the timer
     ++ran;
   }

@@ -6,7 +6,6 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -82,8 +81,13 @@ class Loop {
 
  private:
   friend class Timer;
+  // The timers form a binary min-heap on deadline; each Timer knows its
+  // slot, so arming, re-arming and disarming allocate nothing.
   void ArmTimer(Timer* timer);
   void DisarmTimer(Timer* timer);
+  void SiftUp(size_t i);
+  void SiftDown(size_t i);
+  void Place(size_t i, Timer* timer);
   int RunTimers();
   int RunPosted();
   int RunScheduled();
@@ -95,7 +99,7 @@ class Loop {
   int64_t now_ = 0;
   bool stopping_ = false;
   std::thread::id thread_;
-  std::set<std::pair<int64_t, Timer*>> timers_;
+  std::vector<Timer*> timers_;  // min-heap on Timer::deadline_
   std::vector<Handler*> scheduled_;  // for the next iteration
   std::vector<Handler*> running_;    // being run now; Unschedule() clears entries
   std::vector<std::unique_ptr<Deletable>> deferred_;
@@ -135,6 +139,7 @@ class Timer {
   std::function<void()> callback_;
   int64_t deadline_ = 0;
   bool armed_ = false;
+  size_t heap_index_ = 0;  // while armed: its slot in Loop::timers_
 };
 
 }  // namespace ferry::event

@@ -147,18 +147,15 @@ void Session::OnUpstreamEvents(uint32_t events) {
 
 void Session::Drive() {
   if (state_ != State::kRelaying) return;
-  uint64_t before = to_target_->bytes() + to_client_->bytes();
   uint64_t to_target_before = to_target_->bytes();
   uint64_t to_client_before = to_client_->bytes();
   pump::Pump::State up = to_target_->Run(kBudgetBytes);
   pump::Pump::State down = to_client_->Run(kBudgetBytes);
-  if (uint64_t n = to_target_->bytes() - to_target_before; n > 0) {
-    endpoint_stats_->bytes_to_target.Add(n);
-  }
-  if (uint64_t n = to_client_->bytes() - to_client_before; n > 0) {
-    endpoint_stats_->bytes_to_client.Add(n);
-  }
-  if (to_target_->bytes() + to_client_->bytes() != before) last_activity_nanos_ = loop_.now();
+  uint64_t to_target = to_target_->bytes() - to_target_before;
+  uint64_t to_client = to_client_->bytes() - to_client_before;
+  if (to_target > 0) endpoint_stats_->bytes_to_target.Add(to_target);
+  if (to_client > 0) endpoint_stats_->bytes_to_client.Add(to_client);
+  if (to_target + to_client > 0) last_activity_nanos_ = loop_.now();
 
   if (up == pump::Pump::State::kError || down == pump::Pump::State::kError) {
     int err = up == pump::Pump::State::kError ? to_target_->error() : to_client_->error();

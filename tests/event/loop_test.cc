@@ -3,6 +3,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <memory>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -49,6 +52,47 @@ TEST(TimerTest, RearmMovesDeadlineAndDestructionDisarms) {
   clock.Advance(200 * base::kNanosPerMilli);
   loop.RunUntilIdle();
   EXPECT_EQ(fired, 1);
+}
+
+// The timer heap against a model: random arms, re-arms (earlier and later)
+// and disarms; every timer that is armed at the end fires once, in deadline
+// order, and no other does.
+TEST(TimerTest, HeapFiresExactlyTheArmedTimersInDeadlineOrder) {
+  FakeClock clock;
+  Loop loop(clock);
+  constexpr int kTimers = 500;
+  std::vector<std::pair<int64_t, int>> fired;  // (deadline, id)
+  std::vector<std::unique_ptr<Timer>> timers;
+  std::vector<int64_t> expected(kTimers, -1);  // -1: not armed
+  for (int i = 0; i < kTimers; ++i) {
+    timers.push_back(std::make_unique<Timer>(loop, [&, i] {
+      fired.push_back({timers[i]->deadline(), i});
+    }));
+  }
+  std::mt19937 rng(7);
+  for (int step = 0; step < 20000; ++step) {
+    int i = static_cast<int>(rng() % kTimers);
+    if (rng() % 4 == 0) {
+      timers[i]->Disarm();
+      expected[i] = -1;
+    } else {
+      int64_t delay = 1 + static_cast<int64_t>(rng() % 100000);
+      timers[i]->ArmAfter(delay);
+      expected[i] = timers[i]->deadline();
+    }
+  }
+  clock.Advance(200000);
+  loop.RunUntilIdle();
+  std::vector<std::pair<int64_t, int>> want;
+  for (int i = 0; i < kTimers; ++i) {
+    if (expected[i] >= 0) want.push_back({expected[i], i});
+  }
+  std::sort(want.begin(), want.end());
+  ASSERT_EQ(fired.size(), want.size());
+  for (size_t k = 0; k < fired.size(); ++k) {
+    EXPECT_EQ(fired[k].first, want[k].first) << k;  // ties may fire in any order
+  }
+  for (auto& t : timers) EXPECT_FALSE(t->armed());
 }
 
 class CountingHandler : public Handler {
