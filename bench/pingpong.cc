@@ -1,13 +1,16 @@
 // pingpong: round-trip time of small messages on one TCP connection.
 //
 //   pingpong server PORT [HOST]      echo server (a thread per connection)
-//   pingpong client [-n ROUNDS] [-s SIZE] [-w WARMUP] [--prime BYTES] HOST:PORT[@BYTES]...
+//   pingpong client [-n ROUNDS] [-s SIZE] [-w WARMUP] [--prime BYTES] [--hold MS]
+//                   HOST:PORT[@BYTES]...
 //
 // The client opens one connection (TCP_NODELAY) to each HOST:PORT ([v6]:port
 // for IPv6), optionally pushes BYTES through each echo and back first
 // (--prime: a bulk burst, which moves a relay that adapts to bulk traffic,
 // like ferry's pump, into its bulk mode; HOST:PORT@BYTES primes that
-// connection alone with BYTES, @0 not at all), then runs WARMUP untimed and ROUNDS
+// connection alone with BYTES, @0 not at all; --hold MS then prints "primed"
+// and waits MS milliseconds, so a script can read counters between the burst
+// and the timed rounds), then runs WARMUP untimed and ROUNDS
 // timed rounds; a round sends SIZE bytes on each connection in turn and waits
 // for each SIZE-byte echo. Interleaving the targets round by round puts every
 // relay under the same machine conditions (CPU idle states, frequency, other
@@ -76,7 +79,8 @@ void Prime(int fd, size_t prime) {
   writer.join();
 }
 
-int Client(std::vector<Target>& targets, long rounds, size_t size, long warmup, size_t prime) {
+int Client(std::vector<Target>& targets, long rounds, size_t size, long warmup, size_t prime,
+           long hold_ms) {
   for (Target& t : targets) {
     if (size_t at = t.name.find('@'); at != std::string::npos) {
       t.prime = std::atoll(t.name.c_str() + at + 1);
@@ -99,6 +103,11 @@ int Client(std::vector<Target>& targets, long rounds, size_t size, long warmup, 
     size_t burst = t.prime >= 0 ? static_cast<size_t>(t.prime) : prime;
     if (burst > 0) Prime(t.fd, burst);
     t.us.reserve(static_cast<size_t>(rounds));
+  }
+  if (hold_ms > 0) {
+    std::printf("primed\n");
+    std::fflush(stdout);
+    usleep(static_cast<useconds_t>(hold_ms) * 1000);
   }
   std::vector<char> msg(size, 'x'), reply(size);
   for (long i = 0; i < warmup + rounds; ++i) {
@@ -131,7 +140,8 @@ int Client(std::vector<Target>& targets, long rounds, size_t size, long warmup, 
 [[noreturn]] void Usage() {
   std::fprintf(stderr,
                "usage: pingpong server PORT [HOST]\n"
-               "       pingpong client [-n ROUNDS] [-s SIZE] [-w WARMUP] [--prime BYTES] HOST:PORT[@BYTES]...\n");
+               "       pingpong client [-n ROUNDS] [-s SIZE] [-w WARMUP] [--prime BYTES] [--hold MS]\n"
+               "                       HOST:PORT[@BYTES]...\n");
   std::exit(2);
 }
 
@@ -142,18 +152,19 @@ int main(int argc, char** argv) {
   std::string mode = argv[1];
   if (mode == "server") return Server(argc > 3 ? argv[3] : "127.0.0.1", argv[2]);
   if (mode != "client") Usage();
-  long rounds = 20000, warmup = 1000;
+  long rounds = 20000, warmup = 1000, hold_ms = 0;
   size_t size = 64, prime = 0;
   std::vector<Target> targets;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "-n" || a == "-s" || a == "-w" || a == "--prime") {
+    if (a == "-n" || a == "-s" || a == "-w" || a == "--prime" || a == "--hold") {
       if (i + 1 >= argc) Usage();
       const char* v = argv[++i];
       if (a == "-n") rounds = std::atol(v);
       if (a == "-s") size = static_cast<size_t>(std::atol(v));
       if (a == "-w") warmup = std::atol(v);
       if (a == "--prime") prime = static_cast<size_t>(std::atoll(v));
+      if (a == "--hold") hold_ms = std::atol(v);
     } else if (!a.empty() && a[0] != '-') {
       targets.emplace_back();
       targets.back().name = a;
@@ -162,5 +173,5 @@ int main(int argc, char** argv) {
     }
   }
   if (rounds < 1 || size < 1 || warmup < 0 || targets.empty()) Usage();
-  return Client(targets, rounds, size, warmup, prime);
+  return Client(targets, rounds, size, warmup, prime, hold_ms);
 }

@@ -163,7 +163,7 @@ cpu_ns() {  # PID -> CPU ns of its live threads (schedstat) + its reaped childre
   for f in /proc/"$pid"/task/*/schedstat; do
     read -r a rest <"$f" 2>/dev/null && t=$((t + a))
   done
-  stat=$(<"/proc/$pid/stat")
+  read -r stat 2>/dev/null <"/proc/$pid/stat" || { echo "$t"; return 0; }
   stat=${stat##*) }
   # shellcheck disable=SC2086
   set -- $stat  # $1 is field 3 (state); cutime, cstime are fields 16, 17
@@ -173,12 +173,13 @@ cpu_ns() {  # PID -> CPU ns of its live threads (schedstat) + its reaped childre
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 pss_tree_kb() {  # PID -> Pss (kB) of it and its descendants (socat forks per connection)
-  { echo "$1"; descendants "$1"; } | awk '{
-      f = "/proc/" $1 "/smaps_rollup"
-      while ((getline l < f) > 0) if (l ~ /^Pss:/) { split(l, a, " "); sum += a[2] }
-      close(f)
-    }
-    END {print sum + 0}'
+  local p k v rest sum=0
+  for p in "$1" $(descendants "$1"); do
+    while read -r k v rest; do
+      [[ $k == Pss: ]] && { sum=$((sum + v)); break; }
+    done 2>/dev/null <"/proc/$p/smaps_rollup" || true
+  done
+  echo "$sum"
 }
 
 # --- noise control -----------------------------------------------------------
@@ -189,6 +190,7 @@ busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat; }
 # threads (children of kthreadd, pid 2: ksoftirqd, kworkers) count as ours:
 # under load they run the loopback traffic's softirqs.
 own_snapshot() {
+  local p line rest
   ps -e -o pid=,ppid= | awk -v roots="$$ 2 ${pids[*]}" '
     { parent[$1] = $2 }
     END {
@@ -198,16 +200,15 @@ own_snapshot() {
         changed = 0
         for (p in parent) if (!(p in mine) && (parent[p] in mine)) { mine[p] = 1; changed = 1 }
       } while (changed)
-      for (p in mine) {
-        f = "/proc/" p "/stat"
-        if ((getline line < f) > 0) {
-          sub(/.*\) /, "", line)
-          split(line, a, " ")
-          print p, a[12] + a[13] + a[14] + a[15]
-        }
-        close(f)
-      }
-    }' >"$1"
+      for (p in mine) print p
+    }' | while read -r p; do
+    # Read in the shell: a process can end between ps and here.
+    read -r line 2>/dev/null <"/proc/$p/stat" || continue
+    rest=${line##*) }
+    # shellcheck disable=SC2086
+    set -- $rest  # $1 is field 3; utime, stime, cutime, cstime are fields 14-17
+    echo "$p $((${12} + ${13} + ${14} + ${15}))"
+  done >"$1"
 }
 # own_delta A B: ticks our processes used between two snapshots: the growth
 # of those in both, all of those new in B. One that ended unreaped by us (a
@@ -640,7 +641,7 @@ if ((study)) && [[ " $selected " == *" ferry "* ]]; then
   # size here; a build with --admin reports the share of the timed bytes
   # that really went through splice(), so other switching rules show up.
   # RTT: both connections in one client, interleaved round by round. Relay
-  # CPU and splice share: each connection alone.
+  # CPU and splice share: each connection alone, the burst left out.
   PRIME=4194304
   pump_bytes() {  # -> "copy splice" bytes from the study relay's /metrics
     local port=$1 text
@@ -650,19 +651,33 @@ if ((study)) && [[ " $selected " == *" ferry "* ]]; then
       END {printf "%.0f %.0f\n", c, s}' <<<"$text"
   }
   m_study_cpu() {  # SIZE PRIME ROUNDS -> "relay_ns spliced_percent"
-    local c0 c1 b0 b1 pct="n/a" timed=$(( $1 * $3 * 2 ))
+    # The client primes, prints "primed" and holds 300 ms: the relay's CPU
+    # and pump counters are read then, so the burst is not in the figures.
+    local c0 c1 b0="" b1 pct="n/a" pid i out=$work/study-client.out
+    : >"$out"
+    taskset -c $LOAD_CPU "$bin/pingpong" client -n "$3" -s "$1" -w 0 --hold 300 \
+      "127.0.0.1:${RP[ferry]}@$2" >"$out" 2>&1 &
+    pid=$!
+    for ((i = 0; i < 300; i++)); do  # 30 s at most
+      grep -q '^primed' "$out" && break
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.01
+    done
     ((ferry_admin)) && b0=$(pump_bytes "$ADMIN_PORT")
     c0=$(cpu_ns "${MPID[ferry]}")
-    timeout 60 taskset -c $LOAD_CPU "$bin/pingpong" client -n "$3" -s "$1" -w 0 \
-      "127.0.0.1:${RP[ferry]}@$2" >>"$raw" || return 0
+    for ((i = 0; i < 6000; i++)); do  # 60 s at most
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.01
+    done
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || return 0
     c1=$(cpu_ns "${MPID[ferry]}")
+    grep '^target=' "$out" >>"$raw" || return 0
     if ((ferry_admin)); then
       b1=$(pump_bytes "$ADMIN_PORT")
-      # Bytes spliced beyond the burst's own, as a share of the timed bytes.
-      pct=$(awk -v a="$b0" -v b="$b1" -v prime="$2" -v timed="$timed" 'BEGIN {
+      pct=$(awk -v a="$b0" -v b="$b1" 'BEGIN {
         split(a, x, " "); split(b, y, " "); c = y[1] - x[1]; s = y[2] - x[2]
-        over = c + s - timed; if (over > 0) { d = (s >= over) ? over : s; s -= d }
-        v = 100 * s / timed; if (v > 100) v = 100; if (v < 0) v = 0; printf "%.0f", v}')
+        if (c + s <= 0) print "n/a"; else printf "%.0f", 100 * s / (c + s)}')
     fi
     echo "$((c1 - c0)) $pct"
   }
@@ -692,8 +707,6 @@ if ((study)) && [[ " $selected " == *" ferry "* ]]; then
   FERRY_EXTRA=()
   ((ferry_admin)) && wait_port "$ADMIN_PORT"
   for ((rep = 1; rep <= REPS; rep++)); do
-    windowed m_study_cpu 1 "$PRIME" 1
-    V[prime.ferry.$rep]="$OUT $FOREIGN $PROBE"
     for size in 64 1024 4096 16384 32768; do
       windowed m_study_rtt "$size"
       echo "$OUT" >>"$raw"
@@ -820,22 +833,25 @@ report() {
       echo "| $lbl | $(agg study-bulk "$kind" 1) | $c | $(awk -v c="$(num "$c")" 'BEGIN {if (c == "n/a" || c == "") print "n/a"; else printf "%.3f", c * 1e9 / 2^30}') |"
     done
     echo
-    local prime_ns
-    prime_ns=$(agg prime ferry 1)
-    echo "Ping-pong, $STUDY_N round trips of one size. copy: a fresh connection (no read fills the 64 KiB" \
-      "buffer, so both directions copy). splice: a connection that first carried a 4 MiB burst each way (both" \
-      "directions moved to splice and stay there). RTT: both connections in one client, interleaved round by round;" \
-      "relay CPU: each alone, the burst's own cost ($(num "$prime_ns") ns) subtracted."
+    echo "Ping-pong, $STUDY_N round trips of one message size. \"fresh\": a new connection; \"after burst\": a" \
+      "connection that first carried a 4 MiB burst each way. With the pump of 19c7af5 (splice after 2 reads that" \
+      "fill the 64 KiB buffer, never back) the fresh one copies and the other splices at every size here." \
+      "RTT: both connections in one client, interleaved round by round. Relay CPU: each connection alone, the" \
+      "burst left out. spliced: share of the relayed bytes ferry_pump_bytes_total counted as splice" \
+      "(n/a: this build has no --admin)."
     echo
-    echo "| message B | copy p50 µs | copy p99 µs | copy relay CPU µs/round trip | splice p50 µs | splice p99 µs | splice relay CPU µs/round trip |"
-    echo "|---:|---:|---:|---:|---:|---:|---:|"
-    local size cc cs
+    echo "| message B | fresh p50 µs | fresh p99 µs | fresh relay CPU µs/round trip | fresh spliced % | after burst p50 µs | after burst p99 µs | after burst relay CPU µs/round trip | after burst spliced % |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    local size prime cells c
     for size in 64 1024 4096 16384 32768; do
-      cc=$(agg "ppcpu$size-0" ferry 1) cs=$(agg "ppcpu$size-4194304" ferry 1)
-      echo "| $size | $(agg "pp$size-0" ferry 1) | $(agg "pp$size-0" ferry 2) |" \
-        "$(awk -v c="$(num "$cc")" -v n="$STUDY_N" 'BEGIN {if (c == "n/a") print "n/a"; else printf "%.2f", c / 1000 / n}') |" \
-        "$(agg "pp$size-4194304" ferry 1) | $(agg "pp$size-4194304" ferry 2) |" \
-        "$(awk -v c="$(num "$cs")" -v p="$(num "$prime_ns")" -v n="$STUDY_N" 'BEGIN {if (c == "n/a") print "n/a"; else printf "%.2f", (c - p) / 1000 / n}') |"
+      cells="| $size |"
+      for prime in 0 4194304; do
+        c=$(agg "ppcpu$size-$prime" ferry 1)
+        cells+=" $(agg "pp$size-$prime" ferry 1) | $(agg "pp$size-$prime" ferry 2) |"
+        cells+=" $(awk -v c="$(num "$c")" -v n="$STUDY_N" 'BEGIN {if (c == "n/a") print "n/a"; else printf "%.2f", c / 1000 / n}') |"
+        cells+=" $(agg "ppcpu$size-$prime" ferry 2) |"
+      done
+      echo "$cells"
     done
     echo
   fi
