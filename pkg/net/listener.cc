@@ -89,6 +89,11 @@ void Listener::OnEvents(uint32_t events) {
         Pause();
         return;
       }
+      case EINVAL:
+        // The socket was shut down under us (a drain shuts a shared unix
+        // listener for reading): no error, there is nothing left to accept.
+        Stop();
+        return;
       default:
         stats_.accept_errors[static_cast<int>(metrics::AcceptError::kOther)].Add(1);
         FERRY_LOG(kWarn, "accept failed", {{"error", std::strerror(err)}});
