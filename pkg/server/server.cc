@@ -81,17 +81,17 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const config::v1::Config&
       server->unix_paths_.push_back(address.unix_path());
       server->shared_fds_.push_back(std::move(fd));
     } else {
-      // SO_REUSEPORT would let us share a port with another process (an old
-      // ferry still running) and split its traffic. A bind without it fails
-      // while anyone listens there: probe first, so that is an error.
-      {
-        FERRY_ASSIGN_OR_RETURN(base::Fd probe, net::ListenSocket(address, false, 1));
-        FERRY_ASSIGN_OR_RETURN(net::Address local, net::LocalAddress(probe.get()));
-        address.set_port(local.port());
-      }
+      // SO_REUSEPORT also lets a second ferry of the same user bind beside
+      // this one: that is how a binary upgrade refuses no connection (the
+      // old one drains on SIGTERM). A program without SO_REUSEPORT on the
+      // port still makes the bind fail.
       for (auto& worker : server->workers_) {
-        // Port 0 was resolved by the probe: every worker binds the same port.
         FERRY_ASSIGN_OR_RETURN(base::Fd fd, net::ListenSocket(address, true, kBacklog));
+        if (address.port() == 0) {
+          // Port 0: the first bind picks the port; every other worker reuses it.
+          FERRY_ASSIGN_OR_RETURN(net::Address local, net::LocalAddress(fd.get()));
+          address.set_port(local.port());
+        }
         int raw = fd.get();
         if (int err = worker->AddRule(rule, raw, std::move(fd), false); err != 0) {
           return absl::InternalError(absl::StrCat("epoll: ", std::strerror(err)));
