@@ -2,6 +2,10 @@
 
 #include <signal.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
 #include <functional>
 #include <map>
 #include <optional>
@@ -58,6 +62,7 @@ Flags:
   --half-close-timeout DUR   close a half-closed connection after (default 60s)
   --max-lifetime DUR         close any connection after (default unlimited)
   --max-connections N        concurrent connections (default unlimited)
+  --insert-file FILE         write FILE's bytes (at most 64 KiB) to the target first
   --admin ADDR               serve the status page (/), /metrics, /healthz, /readyz and
                              /endpoints on ADDR (default off)
 )";
@@ -234,7 +239,7 @@ int Forward(const std::vector<std::string>& args, std::ostream& out, std::ostrea
       {"name", {true}},           {"allow", {true}},           {"deny", {true}},
       {"connect-timeout", {true}}, {"connect-attempts", {true}}, {"idle-timeout", {true}},
       {"half-close-timeout", {true}}, {"max-lifetime", {true}}, {"max-connections", {true}},
-      {"admin", {true}},
+      {"admin", {true}},          {"insert-file", {true}},
   };
   if (!ParseFlags(args, 1, specs, &p, &error)) return cmd.Usage(error);
   if (p.help) {
@@ -291,6 +296,7 @@ int Forward(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     rule->set_max_connections(n);
   }
   if (auto v = Last(p, "admin")) config.mutable_admin()->set_listen(*v);
+  if (auto v = Last(p, "insert-file")) rule->mutable_insert()->set_file(*v);
   std::vector<config::Diagnostic> problems = config::Validate(config);
   if (!problems.empty()) {
     // Map config paths back to what the user typed.
@@ -339,8 +345,20 @@ int Validate(const std::vector<std::string>& args, std::ostream& out, std::ostre
   if (!p.positional.empty()) return cmd.Usage(absl::StrCat("unexpected argument \"", p.positional[0], "\""));
   auto path = Last(p, "config");
   if (!path) return cmd.Usage("needs --config FILE");
-  // No field this build implements names a file, so --check-files adds no check yet.
   config::Loaded loaded = config::LoadConfigFile(*path);
+  if (loaded.ok() && Last(p, "check-files")) {
+    // Files the config names must be readable where it will run.
+    for (int i = 0; i < loaded.config.rules_size(); ++i) {
+      const std::string& file = loaded.config.rules(i).insert().file();
+      if (file.empty()) continue;
+      if (std::FILE* f = std::fopen(file.c_str(), "rb")) {
+        std::fclose(f);
+      } else {
+        loaded.errors.push_back({absl::StrCat("rules[", i, "].insert.file"),
+                                 absl::StrCat("cannot read \"", file, "\": ", std::strerror(errno))});
+      }
+    }
+  }
   if (!loaded.ok()) {
     for (const auto& d : loaded.errors) err << *path << ": " << d.ToString() << "\n";
     return 1;

@@ -64,6 +64,8 @@ constexpr absl::string_view kImplementedPaths[] = {
     "rules[].max_lifetime",
     "rules[].max_connections",
     "rules[].keepalive",  // idle, interval, count
+    "rules[].delay",
+    "rules[].insert",  // file, text, base64
 };
 
 // Messages that may be written as a plain scalar meaning {<field>: scalar}.
@@ -90,6 +92,7 @@ constexpr uint32_t kMaxKeepaliveCount = 127;     // TCP_KEEPCNT
 constexpr int64_t kMaxKeepaliveSeconds = 32767;  // TCP_KEEPIDLE, TCP_KEEPINTVL
 constexpr absl::Duration kMaxConnectTimeout = absl::Hours(1);
 constexpr size_t kMaxNameLength = 63;
+constexpr size_t kMaxInsertBytes = 64 * 1024;
 
 // True if `child` is strictly below `parent` ("rules" -> "rules[].name").
 bool IsBelow(absl::string_view parent, absl::string_view child) {
@@ -683,6 +686,40 @@ class Validator {
       CheckDuration(rule.max_lifetime(), ChildPath(path, "max_lifetime"));
     }
     if (rule.has_keepalive()) CheckKeepalive(rule.keepalive(), ChildPath(path, "keepalive"));
+    if (rule.has_delay()) {
+      const std::string p = ChildPath(path, "delay");
+      if (CheckDuration(rule.delay(), p) && ToAbsl(rule.delay()) > kMaxConnectTimeout) {
+        Error(p, absl::StrCat(FormatDuration(rule.delay()), " exceeds the maximum of ",
+                              absl::FormatDuration(kMaxConnectTimeout)));
+      }
+    }
+    if (rule.has_insert()) CheckInsert(rule.insert(), ChildPath(path, "insert"));
+  }
+
+  // The bytes an insert names must fit one copy buffer: they are written to
+  // the target before anything the client sends.
+  void CheckInsert(const v1::Insert& insert, const std::string& path) {
+    std::string bytes;
+    switch (insert.source_case()) {
+      case v1::Insert::kText:
+        bytes = insert.text();
+        break;
+      case v1::Insert::kBase64:
+        if (!absl::Base64Unescape(insert.base64(), &bytes)) {
+          Error(ChildPath(path, "base64"), "not valid base64");
+          return;
+        }
+        break;
+      case v1::Insert::kFile:
+        if (insert.file().empty()) Error(ChildPath(path, "file"), "empty file name");
+        return;  // read (and sized) when the rule is built
+      case v1::Insert::SOURCE_NOT_SET:
+        Error(path, "needs one of file, text or base64");
+        return;
+    }
+    if (bytes.size() > kMaxInsertBytes) {
+      Error(path, absl::StrCat(bytes.size(), " bytes, more than the maximum of ", kMaxInsertBytes));
+    }
   }
 
   std::vector<Diagnostic> errors_;

@@ -1,12 +1,51 @@
 #include "pkg/proxy/rule.h"
 
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "pkg/base/status.h"
+#include "pkg/pump/pools.h"
 
 namespace ferry::proxy {
 
 int64_t DurationNanos(const google::protobuf::Duration& d) {
   return d.seconds() * base::kNanosPerSecond + d.nanos();
+}
+
+absl::StatusOr<std::string> InsertBytes(const std::string& rule,
+                                        const config::v1::Insert& insert) {
+  std::string bytes;
+  switch (insert.source_case()) {
+    case config::v1::Insert::kText:
+      bytes = insert.text();
+      break;
+    case config::v1::Insert::kBase64:
+      if (!absl::Base64Unescape(insert.base64(), &bytes)) {
+        return absl::InvalidArgumentError(absl::StrCat("rule \"", rule, "\": insert: bad base64"));
+      }
+      break;
+    case config::v1::Insert::kFile: {
+      std::ifstream file(insert.file(), std::ios::binary);
+      if (!file) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "rule \"", rule, "\": insert file \"", insert.file(), "\": ", std::strerror(errno)));
+      }
+      bytes.assign(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+      break;
+    }
+    case config::v1::Insert::SOURCE_NOT_SET:
+      break;
+  }
+  if (bytes.size() > pump::BufferPool::kSize) {
+    return absl::InvalidArgumentError(absl::StrCat("rule \"", rule, "\": insert of ", bytes.size(),
+                                                   " bytes, more than the maximum of ",
+                                                   pump::BufferPool::kSize));
+  }
+  return bytes;
 }
 
 absl::StatusOr<std::shared_ptr<const Rule>> BuildRule(const config::v1::Rule& in) {
@@ -45,6 +84,10 @@ absl::StatusOr<std::shared_ptr<const Rule>> BuildRule(const config::v1::Rule& in
     rule->keepalive.idle_seconds = static_cast<int>(in.keepalive().idle().seconds());
     rule->keepalive.interval_seconds = static_cast<int>(in.keepalive().interval().seconds());
     rule->keepalive.count = static_cast<int>(in.keepalive().count());
+  }
+  if (in.has_delay()) rule->delay_nanos = DurationNanos(in.delay());
+  if (in.has_insert()) {
+    FERRY_ASSIGN_OR_RETURN(rule->insert, InsertBytes(in.name(), in.insert()));
   }
   FERRY_ASSIGN_OR_RETURN(rule->source_addresses, net::DefaultSourceAddress());
   return std::shared_ptr<const Rule>(std::move(rule));

@@ -39,6 +39,8 @@ struct Rule {
   int64_t max_lifetime_nanos = 0;  // 0: unlimited
   uint32_t max_connections = 0;    // 0: unlimited
   net::KeepAlive keepalive;
+  int64_t delay_nanos = 0;  // wait after accepting, before connecting
+  std::string insert;       // written to the target before the client's bytes
   // Bound before connecting ($INADDR_DEFAULT); empty: the kernel chooses.
   std::vector<net::Address> source_addresses;
 

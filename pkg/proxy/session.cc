@@ -42,6 +42,12 @@ void Session::Start() {
     Close(Outcome::kNoEndpoint, false);
     return;
   }
+  if (rule_->delay_nanos > 0) {
+    // tcppipe -w: a client that gives up within the delay never reaches the target.
+    state_ = State::kDelaying;
+    ArmTimer();
+    return;
+  }
   Connect();
 }
 
@@ -98,6 +104,7 @@ void Session::StartRelay() {
   metrics::Gauge* buffered = &owner_.stats().buffered;
   to_target_.emplace(owner_.pumps(), client_.get(), upstream_.get(), buffered);
   to_client_.emplace(owner_.pumps(), upstream_.get(), client_.get(), buffered);
+  to_target_->Prefix(rule_->insert);  // the target hears the insert first
   last_activity_nanos_ = loop_.now();
   ArmTimer();
   Drive();
@@ -113,7 +120,7 @@ void Session::Side::OnEvents(uint32_t events) {
 
 void Session::OnClientEvents(uint32_t events) {
   if (state_ == State::kClosed) return;
-  if (state_ == State::kConnecting) {
+  if (state_ == State::kConnecting || state_ == State::kDelaying) {
     // A client that resets or vanishes while we connect ends the session; a
     // client that only half-closed still gets its reply.
     if (events & EPOLLERR) Close(Outcome::kError, false);
@@ -178,7 +185,9 @@ void Session::Drive() {
 
 void Session::ArmTimer() {
   int64_t deadline = INT64_MAX;
-  if (state_ == State::kConnecting) {
+  if (state_ == State::kDelaying) {
+    deadline = started_nanos_ + rule_->delay_nanos;
+  } else if (state_ == State::kConnecting) {
     deadline = attempt_started_nanos_ + rule_->connect_timeout_nanos;
   } else {
     if (rule_->idle_timeout_nanos > 0) {
@@ -205,7 +214,13 @@ void Session::OnTimer() {
     Close(Outcome::kTimeout, /*reset=*/true);
     return;
   }
-  if (state_ == State::kConnecting) {
+  if (state_ == State::kDelaying) {
+    if (now >= started_nanos_ + rule_->delay_nanos) {
+      state_ = State::kConnecting;
+      Connect();
+      return;
+    }
+  } else if (state_ == State::kConnecting) {
     if (now >= attempt_started_nanos_ + rule_->connect_timeout_nanos) {
       ConnectFailed(ETIMEDOUT);
       return;

@@ -42,7 +42,7 @@ class Session final : public event::Deletable {
   Session* next = nullptr;
 
  private:
-  enum class State { kConnecting, kRelaying, kClosed };
+  enum class State { kDelaying, kConnecting, kRelaying, kClosed };
 
   // Each socket has its own epoll handler so events say which side they are for.
   class Side final : public event::Handler {

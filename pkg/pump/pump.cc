@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 namespace ferry::pump {
 namespace {
@@ -74,6 +75,15 @@ bool Pump::Finish() {
   state_ = State::kDone;
   more_work_ = false;
   return false;
+}
+
+void Pump::Prefix(absl::string_view bytes) {
+  if (bytes.empty()) return;
+  buffer_ = ctx_.buffers.Get();
+  offset_ = 0;
+  size_t n = std::min(bytes.size(), BufferPool::kSize);
+  std::memcpy(buffer_, bytes.data(), n);
+  SetBuffered(n);
 }
 
 Pump::State Pump::Run(size_t budget) {

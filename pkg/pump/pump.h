@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "absl/strings/string_view.h"
 #include "pkg/metrics/loop_stats.h"
 #include "pkg/net/sys_ops.h"
 #include "pkg/pump/pools.h"
@@ -58,6 +59,10 @@ class Pump {
     read_to_eagain_ = read_to_eagain_ || peer_closed;
   }
   void SetWritable() { writable_ = true; }
+
+  // Queues `bytes` (at most BufferPool::kSize) to be written to dst before
+  // anything read from src. Only before the first Run().
+  void Prefix(absl::string_view bytes);
 
   // Moves bytes until src has none, dst has no room, `budget` bytes have been
   // moved (then more_work() is true and the caller must call Run() again

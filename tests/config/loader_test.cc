@@ -242,6 +242,15 @@ TEST_P(BadFileTest, ReportsExactErrors) {
 }
 
 const BadCase kBadFiles[] = {
+    // insert and delay.
+    {"InsertBadBase64", RuleWith("insert: {base64: \"not*base64\"}"),
+     {"rules[0].insert.base64: not valid base64"}},
+    {"InsertEmpty", RuleWith("insert: {}"),
+     {"rules[0].insert: needs one of file, text or base64"}},
+    {"InsertTooBig", RuleWith("insert: {text: \"" + std::string(65537, 'x') + "\"}"),
+     {"rules[0].insert: 65537 bytes, more than the maximum of 65536"}},
+    {"DelayNegative", RuleWith("delay: \"-1s\""),
+     {R"(rules[0].delay: negative duration "-1s")"}},
     // The file as a whole.
     {"YamlSyntax", "rules: [\n", {"line 2, column 1: end of sequence flow not found"}},
     {"YamlBadIndent",
@@ -601,6 +610,16 @@ rate_limit: {rule_bytes_per_second: 18446744073709551616}
 
 // ---------------------------------------------------------------------------
 // Validate on protos that did not come from a file (the config service).
+
+TEST(LoaderTest, InsertAndDelayMapOntoTheRule) {
+  Loaded loaded = ParseConfigText(RuleWith("delay: \"250ms\", insert: {base64: \"aGVsbG8=\"}"));
+  ASSERT_TRUE(loaded.ok()) << Join(loaded.errors);
+  EXPECT_EQ(loaded.config.rules(0).delay().nanos(), 250'000'000);
+  EXPECT_EQ(loaded.config.rules(0).insert().base64(), "aGVsbG8=");
+  Loaded text = ParseConfigText(RuleWith("insert: {text: \"PING\\r\\n\"}"));
+  ASSERT_TRUE(text.ok()) << Join(text.errors);
+  EXPECT_EQ(text.config.rules(0).insert().text(), "PING\r\n");
+}
 
 TEST(ValidateTest, AcceptsAValidConfig) {
   EXPECT_THAT(Strings(Validate(TextProto(kFullProto))), IsEmpty());

@@ -96,6 +96,22 @@ rules:
   EXPECT_EQ(r.err, "");
 }
 
+TEST(CliTest, ValidateCheckFilesReportsAnUnreadableInsertFile) {
+  TempDir dir;
+  std::string path = dir.Write("insert.yaml", R"(rules:
+  - name: web
+    listen: "127.0.0.1:8080"
+    targets: ["127.0.0.1:8081"]
+    insert: { file: "/nonexistent/prefix.bin" }
+)");
+  EXPECT_EQ(RunFerry({"validate", "--config", path}).code, 0);  // syntax and meaning only
+  Result r = RunFerry({"validate", "--config", path, "--check-files"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(absl::StrContains(
+      r.err, "rules[0].insert.file: cannot read \"/nonexistent/prefix.bin\": No such file"))
+      << r.err;
+}
+
 TEST(CliTest, ValidateBadConfigExitsOneNamingTheFieldPath) {
   TempDir dir;
   std::string path = dir.Write("bad.yaml", R"(
