@@ -79,7 +79,8 @@ admin: {listen: ""}.
 constexpr const char* kValidateUsage = R"(Usage: ferry validate --config FILE [--check-files]
 
 Prints every error of FILE with the path of its field and exits 1, or prints
-"FILE: ok" and exits 0.
+"FILE: ok" and exits 0. --check-files also checks that every file the config
+names (insert.file) can be read here.
 )";
 
 // Flags seen on the command line, in order; positional arguments apart.
