@@ -75,7 +75,6 @@ void Session::Connect() {
       }
       return;
     }
-    owner_.stats().connect_attempts_failed.Add(1);
     FERRY_LOG(kDebug, "connect failed",
               {{"rule", rule_->name}, {"endpoint", target.ToString()}, {"error", std::strerror(err)}});
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) break;
@@ -84,13 +83,11 @@ void Session::Connect() {
 }
 
 void Session::ConnectFailed(int err) {
-  owner_.stats().connect_attempts_failed.Add(1);
   FERRY_LOG(kDebug, "connect failed",
             {{"rule", rule_->name},
              {"endpoint", rule_->endpoints[(endpoint_index_ - 1) % rule_->endpoints.size()].ToString()},
              {"error", std::strerror(err)}});
-  loop_.Remove(upstream_.get());
-  upstream_.Reset();
+  upstream_.Reset();  // close() takes it out of the epoll set
   Connect();
 }
 

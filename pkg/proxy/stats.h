@@ -34,7 +34,6 @@ struct RuleStats {
   metrics::Gauge active;
   metrics::Gauge buffered;  // bytes read and not yet written, user space + pipes
   metrics::Histogram connect_duration;  // time to reach the target, per success
-  metrics::Counter connect_attempts_failed;
 
   uint64_t outcome(Outcome o) const { return connections[static_cast<int>(o)].value(); }
 };
