@@ -17,6 +17,8 @@
 #include "cmd/ferry/version.h"
 #include "pkg/base/log.h"
 #include "pkg/config/loader.h"
+#include "cmd/ferry/import.h"
+#include "cmd/ferry/pipe.h"
 #include "pkg/net/address.h"
 #include "pkg/server/server.h"
 
@@ -34,6 +36,8 @@ Commands:
   forward LISTEN TARGET...   relay one listen address to its targets
   run --config FILE          run every rule of a config file (YAML or JSON)
   validate --config FILE     check a config file and print every error
+  pipe SOURCE DEST           one direction between stdin/stdout and TCP (tcppipe)
+  import rinetd FILE         print a rinetd.conf as ferry YAML
   version                    print the version
 
 Run 'ferry COMMAND --help' for the flags of a command.
@@ -389,6 +393,8 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   if (command == "forward") return Forward(args, out, err);
   if (command == "run") return Run(args, out, err);
   if (command == "validate") return Validate(args, out, err);
+  if (command == "pipe") return Pipe(args, out, err);
+  if (command == "import") return Import(args, out, err);
   if (command[0] == '-') {
     err << "ferry: unknown flag " << command << " (flags follow the command)\n";
     return kUsageError;

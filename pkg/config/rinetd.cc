@@ -1,0 +1,1 @@
+#include "pkg/config/rinetd.h"

@@ -1,0 +1,1 @@
+#include "pkg/metrics/progress.h"

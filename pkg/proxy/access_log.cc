@@ -1,0 +1,1 @@
+#include "pkg/proxy/access_log.h"

@@ -1,0 +1,1 @@
+#include "pkg/proxy/proxy_protocol.h"
