@@ -7,6 +7,8 @@
 #include <cstring>
 
 #include <functional>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <optional>
 
@@ -14,11 +16,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "cmd/ferry/import.h"
+#include "cmd/ferry/pipe.h"
 #include "cmd/ferry/version.h"
 #include "pkg/base/log.h"
 #include "pkg/config/loader.h"
-#include "cmd/ferry/import.h"
-#include "cmd/ferry/pipe.h"
 #include "pkg/net/address.h"
 #include "pkg/server/server.h"
 
@@ -194,8 +196,8 @@ class Command {
   }
 
   // Runs a validated config until a signal ends it.
-  int Serve(const config::v1::Config& config, int workers) {
-    server::Server::Options options;
+  int Serve(const config::v1::Config& config, int workers,
+            server::Server::Options options = server::Server::Options()) {
     options.workers = workers;
     server::BlockTerminationSignals();  // before any thread starts
     auto server = server::Server::Create(config, options);
@@ -324,14 +326,25 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   if (!p.positional.empty()) return cmd.Usage(absl::StrCat("unexpected argument \"", p.positional[0], "\""));
   auto path = Last(p, "config");
   if (!path) return cmd.Usage("needs --config FILE");
-  config::Loaded loaded = config::LoadConfigFile(*path);
+  // Read once: what runs and the version the watcher compares with must be
+  // the same bytes.
+  std::ifstream file(*path, std::ios::binary);
+  if (!file) {
+    err << *path << ": cannot read \"" << *path << "\": " << std::strerror(errno) << "\n";
+    return 1;
+  }
+  std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  config::Loaded loaded = config::ParseConfigText(text);
   if (!loaded.ok()) {
     for (const auto& d : loaded.errors) err << *path << ": " << d.ToString() << "\n";
     return 1;
   }
+  server::Server::Options options;
+  options.config_path = *path;
+  options.config_version = config::ContentHash(text);
   // The admin endpoint is on unless the file says otherwise (admin: {listen: ""}).
-  if (!loaded.config.has_admin()) loaded.config.mutable_admin()->set_listen(kDefaultAdmin);
-  return cmd.Serve(loaded.config, workers);
+  options.default_admin = kDefaultAdmin;
+  return cmd.Serve(loaded.config, workers, options);
 }
 
 int Validate(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {

@@ -48,7 +48,7 @@ absl::StatusOr<std::string> InsertBytes(const std::string& rule,
   return bytes;
 }
 
-absl::StatusOr<std::shared_ptr<const Rule>> BuildRule(const config::v1::Rule& in) {
+absl::StatusOr<std::shared_ptr<Rule>> BuildRule(const config::v1::Rule& in) {
   auto rule = std::make_shared<Rule>();
   rule->name = in.name();
   FERRY_ASSIGN_OR_RETURN(rule->listen, net::ParseHostPort(in.listen()));
@@ -90,7 +90,26 @@ absl::StatusOr<std::shared_ptr<const Rule>> BuildRule(const config::v1::Rule& in
     FERRY_ASSIGN_OR_RETURN(rule->insert, InsertBytes(in.name(), in.insert()));
   }
   FERRY_ASSIGN_OR_RETURN(rule->source_addresses, net::DefaultSourceAddress());
-  return std::shared_ptr<const Rule>(std::move(rule));
+  return rule;
+}
+
+void AttachCounters(Rule& rule, const Rule* previous, int workers) {
+  rule.counters = previous != nullptr ? previous->counters : std::make_shared<RuleCounters>(workers);
+  rule.endpoint_counters.clear();
+  for (const net::Address& address : rule.endpoints) {
+    std::shared_ptr<EndpointCounters> counters;
+    if (previous != nullptr) {
+      for (const auto& old : previous->endpoint_counters) {
+        if (old->address == address) counters = old;
+      }
+    }
+    // A target listed twice resolves to one endpoint twice: one series.
+    for (const auto& mine : rule.endpoint_counters) {
+      if (mine->address == address) counters = mine;
+    }
+    if (!counters) counters = std::make_shared<EndpointCounters>(address, workers);
+    rule.endpoint_counters.push_back(std::move(counters));
+  }
 }
 
 }  // namespace ferry::proxy

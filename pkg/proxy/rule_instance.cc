@@ -21,12 +21,9 @@ const char* OutcomeName(Outcome outcome) {
   return "error";
 }
 
-RuleInstance::RuleInstance(event::Loop& loop, pump::Context& pumps,
-                           std::shared_ptr<const Rule> rule)
-    : loop_(loop),
-      pumps_(pumps),
-      rule_(std::move(rule)),
-      endpoint_stats_(new EndpointStats[rule_->endpoints.size()]) {}
+RuleInstance::RuleInstance(event::Loop& loop, pump::Context& pumps, int worker,
+                           std::shared_ptr<const Rule> rule, std::string key)
+    : loop_(loop), pumps_(pumps), worker_(worker), rule_(std::move(rule)), key_(std::move(key)) {}
 
 RuleInstance::~RuleInstance() {
   StopAccepting();
@@ -48,16 +45,17 @@ void RuleInstance::CloseAll(Outcome outcome) {
 
 void RuleInstance::OnAccept(base::Fd fd, const net::Address& peer) {
   const Rule& rule = *rule_;
+  RuleStats& stats = rule.stats(worker_);
   if (!rule.acl.Allows(peer)) {
-    stats_.connections[static_cast<int>(Outcome::kDenied)].Add(1);
+    stats.connections[static_cast<int>(Outcome::kDenied)].Add(1);
     FERRY_LOG(kDebug, "connection denied", {{"rule", rule.name}, {"client", peer.ToString()}});
     return;  // fd closes here
   }
   if (rule.max_connections > 0) {
-    int64_t now_active = rule.active.fetch_add(1, std::memory_order_relaxed) + 1;
+    int64_t now_active = rule.counters->active.fetch_add(1, std::memory_order_relaxed) + 1;
     if (now_active > static_cast<int64_t>(rule.max_connections)) {
-      rule.active.fetch_sub(1, std::memory_order_relaxed);
-      stats_.connections[static_cast<int>(Outcome::kLimit)].Add(1);
+      rule.counters->active.fetch_sub(1, std::memory_order_relaxed);
+      stats.connections[static_cast<int>(Outcome::kLimit)].Add(1);
       FERRY_LOG(kDebug, "connection over limit", {{"rule", rule.name}});
       return;
     }
@@ -69,18 +67,18 @@ void RuleInstance::OnAccept(base::Fd fd, const net::Address& peer) {
   if (head_ != nullptr) head_->prev = session;
   head_ = session;
   ++session_count_;
-  stats_.active.Add(1);
+  stats.active.Add(1);
   session->Start();
 }
 
-void RuleInstance::Release(Session* session) {
+void RuleInstance::Release(Session* session, const Rule& rule) {
   if (session->prev != nullptr) session->prev->next = session->next;
   if (session->next != nullptr) session->next->prev = session->prev;
   if (head_ == session) head_ = session->next;
   session->prev = session->next = nullptr;
   --session_count_;
-  stats_.active.Add(-1);
-  if (rule_->max_connections > 0) rule_->active.fetch_sub(1, std::memory_order_relaxed);
+  rule.stats(worker_).active.Add(-1);
+  if (rule.max_connections > 0) rule.counters->active.fetch_sub(1, std::memory_order_relaxed);
   loop_.DeferDelete(std::unique_ptr<event::Deletable>(session));
 }
 

@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "pkg/event/loop.h"
 #include "pkg/net/listener.h"
@@ -14,18 +15,24 @@ namespace ferry::proxy {
 
 class Session;
 
-// RuleInstance is one rule as one worker runs it: that worker's Listener for
-// the rule, the sessions it accepted, and their counters. Owned by the
-// worker; lives on the worker's loop thread, as do all its methods. It must
-// outlive its sessions: a rule that stops accepting stays until they end.
+// RuleInstance is one listener of a rule as one worker runs it: that
+// worker's Listener, the sessions it accepted, and the rule generation new
+// connections get (Update() swaps it at a reload; each session keeps the
+// generation it was accepted under). Owned by the worker; lives on the
+// worker's loop thread, as do all its methods. It must outlive its sessions:
+// a removed rule stops accepting and stays until they end.
 class RuleInstance final : public net::Listener::Callbacks {
  public:
-  RuleInstance(event::Loop& loop, pump::Context& pumps, std::shared_ptr<const Rule> rule);
+  // `key`: the listen address as configured (see server::ListenerSpec).
+  RuleInstance(event::Loop& loop, pump::Context& pumps, int worker,
+               std::shared_ptr<const Rule> rule, std::string key);
   ~RuleInstance() override;
 
   // Starts accepting on `fd` (see net::Listener for `owned` and `shared`).
   // Returns an errno or 0.
   int Listen(int fd, base::Fd owned, bool shared);
+  // New connections get `rule` from now on (same listener).
+  void Update(std::shared_ptr<const Rule> rule) { rule_ = std::move(rule); }
   // Stops accepting; live sessions go on.
   void StopAccepting();
   // Ends every session now (counted with `outcome`), resetting both sides.
@@ -38,20 +45,18 @@ class RuleInstance final : public net::Listener::Callbacks {
   event::Loop& loop() { return loop_; }
   pump::Context& pumps() { return pumps_; }
   const std::shared_ptr<const Rule>& rule() const { return rule_; }
-  RuleStats& stats() { return stats_; }
-  const RuleStats& stats() const { return stats_; }
-  // Counters of rule()->endpoints[i]; readable from any thread.
-  EndpointStats& endpoint_stats(size_t i) { return endpoint_stats_[i]; }
-  const EndpointStats& endpoint_stats(size_t i) const { return endpoint_stats_[i]; }
-  // Unlinks a closed session and passes it to the loop's deferred deletion.
-  void Release(Session* session);
+  int worker() const { return worker_; }
+  const std::string& key() const { return key_; }
+  // Unlinks a closed session (accepted under `rule`) and passes it to the
+  // loop's deferred deletion.
+  void Release(Session* session, const Rule& rule);
 
  private:
   event::Loop& loop_;
   pump::Context& pumps_;
+  const int worker_;  // the counters' slot
   std::shared_ptr<const Rule> rule_;
-  RuleStats stats_;
-  std::unique_ptr<EndpointStats[]> endpoint_stats_;  // one per rule_->endpoints
+  const std::string key_;
   std::optional<net::Listener> listener_;
   Session* head_ = nullptr;  // intrusive list of live sessions
   size_t session_count_ = 0;

@@ -25,6 +25,7 @@ Session::Session(RuleInstance& owner, base::Fd client, const net::Address& peer)
     : owner_(owner),
       loop_(owner.loop()),
       rule_(owner.rule()),
+      stats_(rule_->stats(owner.worker())),
       client_(std::move(client)),
       peer_(peer),
       timer_(owner.loop(), [this] { OnTimer(); }) {}
@@ -93,12 +94,13 @@ void Session::ConnectFailed(int err) {
 
 void Session::StartRelay() {
   state_ = State::kRelaying;
-  owner_.stats().connect_duration.Observe(loop_.now() - attempt_started_nanos_);
-  endpoint_stats_ = &owner_.endpoint_stats((endpoint_index_ - 1) % rule_->endpoints.size());
+  stats_.connect_duration.Observe(loop_.now() - attempt_started_nanos_);
+  endpoint_stats_ =
+      &rule_->endpoint_stats((endpoint_index_ - 1) % rule_->endpoints.size(), owner_.worker());
   endpoint_stats_->active.Add(1);
   net::SetNoDelay(upstream_.get());
   net::SetKeepAlive(upstream_.get(), rule_->keepalive);
-  metrics::Gauge* buffered = &owner_.stats().buffered;
+  metrics::Gauge* buffered = &stats_.buffered;
   to_target_.emplace(owner_.pumps(), client_.get(), upstream_.get(), buffered);
   to_client_.emplace(owner_.pumps(), upstream_.get(), client_.get(), buffered);
   to_target_->Prefix(rule_->insert);  // the target hears the insert first
@@ -251,8 +253,8 @@ void Session::Close(Outcome outcome, bool reset) {
     fd->Reset();
   }
   if (endpoint_stats_ != nullptr) endpoint_stats_->active.Add(-1);
-  owner_.stats().connections[static_cast<int>(outcome)].Add(1);
-  owner_.Release(this);
+  stats_.connections[static_cast<int>(outcome)].Add(1);
+  owner_.Release(this, *rule_);
 }
 
 }  // namespace ferry::proxy

@@ -79,7 +79,8 @@ class Session final : public event::Deletable {
 
   RuleInstance& owner_;
   event::Loop& loop_;
-  std::shared_ptr<const Rule> rule_;
+  std::shared_ptr<const Rule> rule_;  // the generation this session was accepted under
+  RuleStats& stats_;                   // rule_'s slot for this worker
   State state_ = State::kConnecting;
   base::Fd client_;
   base::Fd upstream_;

@@ -31,35 +31,30 @@ std::string JsonString(absl::string_view s) {
 
 // One rule's counters summed over workers, endpoint by endpoint.
 struct RuleSum {
-  const proxy::Rule* rule = nullptr;
+  const RuleTable::Entry* entry = nullptr;
   uint64_t outcomes[static_cast<int>(Outcome::kCount)] = {};
   int64_t active = 0;
   int64_t buffered = 0;
   uint64_t buckets[metrics::Histogram::kBuckets + 1] = {};
   uint64_t connect_nanos = 0;
   struct Endpoint {
+    std::string key;
     uint64_t to_target = 0;
     uint64_t to_client = 0;
     int64_t active = 0;
   };
   std::vector<Endpoint> endpoints;
+  const std::string& name() const { return entry->rule->name; }
 };
 
-}  // namespace
-
-static std::vector<RuleSum> SumRules(const std::vector<std::shared_ptr<const proxy::Rule>>& rules,
-                                     const std::vector<std::unique_ptr<Worker>>& workers) {
-  std::vector<RuleSum> sums(rules.size());
-  for (size_t r = 0; r < rules.size(); ++r) {
-    sums[r].rule = rules[r].get();
-    sums[r].endpoints.resize(rules[r]->endpoints.size());
-  }
-  for (const auto& worker : workers) {
-    const auto& instances = worker->rules();
-    for (size_t r = 0; r < instances.size() && r < sums.size(); ++r) {
-      const proxy::RuleInstance& in = *instances[r];
-      RuleSum& sum = sums[r];
-      const proxy::RuleStats& s = in.stats();
+std::vector<RuleSum> SumRules(const RuleTable& table) {
+  std::vector<RuleSum> sums(table.entries.size());
+  for (size_t r = 0; r < table.entries.size(); ++r) {
+    RuleSum& sum = sums[r];
+    sum.entry = &table.entries[r];
+    const proxy::Rule& rule = *sum.entry->rule;
+    for (int w = 0; w < rule.counters->workers; ++w) {
+      const proxy::RuleStats& s = rule.stats(w);
       for (int o = 0; o < static_cast<int>(Outcome::kCount); ++o) {
         sum.outcomes[o] += s.connections[o].value();
       }
@@ -69,44 +64,50 @@ static std::vector<RuleSum> SumRules(const std::vector<std::shared_ptr<const pro
         sum.buckets[b] += s.connect_duration.bucket(b);
       }
       sum.connect_nanos += s.connect_duration.sum_nanos();
-      for (size_t e = 0; e < sum.endpoints.size(); ++e) {
-        const proxy::EndpointStats& es = in.endpoint_stats(e);
-        sum.endpoints[e].to_target += es.bytes_to_target.value();
-        sum.endpoints[e].to_client += es.bytes_to_client.value();
-        sum.endpoints[e].active += es.active.value();
+    }
+    for (const proxy::EndpointCounters* c : UniqueEndpoints(rule)) {
+      RuleSum::Endpoint ep;
+      ep.key = c->address.ToString();
+      for (int w = 0; w < rule.counters->workers; ++w) {
+        ep.to_target += c->per_worker[w].bytes_to_target.value();
+        ep.to_client += c->per_worker[w].bytes_to_client.value();
+        ep.active += c->per_worker[w].active.value();
       }
+      sum.endpoints.push_back(std::move(ep));
     }
   }
   return sums;
 }
 
+}  // namespace
+
 void Server::Collect(metrics::Families& out) const {
-  std::vector<RuleSum> sums = SumRules(rules_, workers_);
+  std::shared_ptr<const RuleTable> running = table();
+  std::vector<RuleSum> sums = SumRules(*running);
 
   out.Counter("ferry_bytes_total", "Bytes relayed, by rule, endpoint and direction.");
   for (const RuleSum& r : sums) {
-    for (size_t e = 0; e < r.endpoints.size(); ++e) {
-      std::string key = r.rule->endpoints[e].ToString();
-      out.Add({{"rule", r.rule->name}, {"endpoint", key}, {"direction", "to_target"}},
-              static_cast<double>(r.endpoints[e].to_target));
-      out.Add({{"rule", r.rule->name}, {"endpoint", key}, {"direction", "to_client"}},
-              static_cast<double>(r.endpoints[e].to_client));
+    for (const RuleSum::Endpoint& e : r.endpoints) {
+      out.Add({{"rule", r.name()}, {"endpoint", e.key}, {"direction", "to_target"}},
+              static_cast<double>(e.to_target));
+      out.Add({{"rule", r.name()}, {"endpoint", e.key}, {"direction", "to_client"}},
+              static_cast<double>(e.to_client));
     }
   }
   out.Counter("ferry_connections_total", "Connections, by rule and how they ended.");
   for (const RuleSum& r : sums) {
     for (int o = 0; o < static_cast<int>(Outcome::kCount); ++o) {
-      out.Add({{"rule", r.rule->name}, {"outcome", proxy::OutcomeName(static_cast<Outcome>(o))}},
+      out.Add({{"rule", r.name()}, {"outcome", proxy::OutcomeName(static_cast<Outcome>(o))}},
               static_cast<double>(r.outcomes[o]));
     }
   }
   out.Gauge("ferry_connections_active", "Connections open now.");
-  for (const RuleSum& r : sums) out.Add({{"rule", r.rule->name}}, static_cast<double>(r.active));
+  for (const RuleSum& r : sums) out.Add({{"rule", r.name()}}, static_cast<double>(r.active));
   out.Gauge("ferry_buffered_bytes", "Bytes read and not yet written (user space and pipes).");
-  for (const RuleSum& r : sums) out.Add({{"rule", r.rule->name}}, static_cast<double>(r.buffered));
+  for (const RuleSum& r : sums) out.Add({{"rule", r.name()}}, static_cast<double>(r.buffered));
   out.Histogram("ferry_connect_duration_seconds", "Time to reach the target.");
   for (const RuleSum& r : sums) {
-    out.AddHistogram({{"rule", r.rule->name}}, metrics::Histogram::kBoundsSeconds, r.buckets,
+    out.AddHistogram({{"rule", r.name()}}, metrics::Histogram::kBoundsSeconds, r.buckets,
                      metrics::Histogram::kBuckets, static_cast<double>(r.connect_nanos) / 1e9);
   }
 
@@ -119,6 +120,18 @@ void Server::Collect(metrics::Families& out) const {
   out.Counter("ferry_pump_bytes_total", "Bytes moved, by mode: copy (recv/send) or splice.");
   out.Add({{"mode", "copy"}}, static_cast<double>(loops.pump_bytes[0]));
   out.Add({{"mode", "splice"}}, static_cast<double>(loops.pump_bytes[1]));
+  if (!running->source.empty()) {
+    out.Counter("ferry_config_reloads_total", "Config reloads, by source and result.");
+    out.Add({{"source", running->source}, {"result", "success"}},
+            static_cast<double>(reloads_ok_.load(std::memory_order_relaxed)));
+    out.Add({{"source", running->source}, {"result", "failure"}},
+            static_cast<double>(reloads_failed_.load(std::memory_order_relaxed)));
+    out.Gauge("ferry_config_version_info", "The running config's version (the file's hash).");
+    out.Add({{"source", running->source}, {"version", running->version}}, 1);
+  }
+  out.Gauge("ferry_config_last_success_timestamp_seconds",
+            "When the running config was applied (start or reload), in Unix seconds.");
+  out.Add({}, static_cast<double>(last_success_unix_nanos_.load(std::memory_order_relaxed)) / 1e9);
   out.Gauge("ferry_build_info", "ferry's version and source revision.");
   out.Add({{"version", FERRY_VERSION}, {"revision", FERRY_REVISION}}, 1);
   metrics::AddProcessFamilies(out);
@@ -127,13 +140,15 @@ void Server::Collect(metrics::Families& out) const {
 // Endpoints carry no "up" field until health checking exists: a page or
 // client must not be told an endpoint is healthy when nobody checked.
 std::string Server::EndpointsJson() const {
-  std::vector<RuleSum> sums = SumRules(rules_, workers_);
+  std::shared_ptr<const RuleTable> running = table();
+  std::vector<RuleSum> sums = SumRules(*running);
   std::string out = "{\"ready\":";
   absl::StrAppend(&out, ready() ? "true" : "false", ",\"rules\":[");
   for (size_t r = 0; r < sums.size(); ++r) {
     const RuleSum& sum = sums[r];
-    absl::StrAppend(&out, r ? "," : "", "{\"name\":", JsonString(sum.rule->name),
-                    ",\"listen\":", JsonString(bound_[r].address.ToString()),
+    absl::StrAppend(&out, r ? "," : "", "{\"name\":", JsonString(sum.name()),
+                    ",\"listen\":", JsonString(sum.entry->bound.ToString()),
+                    ",\"draining\":", sum.entry->draining ? "true" : "false",
                     ",\"active\":", sum.active, ",\"buffered_bytes\":", sum.buffered,
                     ",\"connections\":{");
     for (int o = 0; o < static_cast<int>(Outcome::kCount); ++o) {
@@ -143,14 +158,14 @@ std::string Server::EndpointsJson() const {
     absl::StrAppend(&out, "},\"endpoints\":[");
     for (size_t e = 0; e < sum.endpoints.size(); ++e) {
       const RuleSum::Endpoint& ep = sum.endpoints[e];
-      absl::StrAppend(&out, e ? "," : "", "{\"address\":",
-                      JsonString(sum.rule->endpoints[e].ToString()),
+      absl::StrAppend(&out, e ? "," : "", "{\"address\":", JsonString(ep.key),
                       ",\"active\":", ep.active, ",\"bytes_to_target\":", ep.to_target,
                       ",\"bytes_to_client\":", ep.to_client, "}");
     }
     absl::StrAppend(&out, "]}");
   }
-  absl::StrAppend(&out, "]}\n");
+  absl::StrAppend(&out, "],\"config\":{\"source\":", JsonString(running->source),
+                  ",\"version\":", JsonString(running->version), "}}\n");
   return out;
 }
 
@@ -160,8 +175,9 @@ std::optional<net::Address> Server::admin_address() const {
 }
 
 absl::Status Server::StartAdmin() {
-  if (config_.admin().listen().empty()) return absl::OkStatus();
-  FERRY_ASSIGN_OR_RETURN(net::HostPort hp, net::ParseHostPort(config_.admin().listen()));
+  const config::v1::Admin admin = table()->config.admin();
+  if (admin.listen().empty()) return absl::OkStatus();
+  FERRY_ASSIGN_OR_RETURN(net::HostPort hp, net::ParseHostPort(admin.listen()));
   FERRY_ASSIGN_OR_RETURN(net::Address address, net::ListenAddress(hp));
   std::vector<metrics::AdminServer::Route> routes;
   routes.push_back({"/metrics", [this] {
@@ -182,15 +198,16 @@ absl::Status Server::StartAdmin() {
   routes.push_back({"/endpoints", [this] {
                       return metrics::HttpResponse{200, "application/json", EndpointsJson()};
                     }});
-  if (config_.admin().expose_config()) {
+  if (admin.expose_config()) {
     // The running config as JSON. No field this build implements holds a
     // secret (token files are paths, not tokens).
-    std::string json;
-    google::protobuf::util::JsonPrintOptions options;
-    options.add_whitespace = true;
-    options.preserve_proto_field_names = true;
-    (void)google::protobuf::util::MessageToJsonString(config_, &json, options);
-    routes.push_back({"/config", [json] {
+    routes.push_back({"/config", [this] {
+                        std::string json;
+                        google::protobuf::util::JsonPrintOptions options;
+                        options.add_whitespace = true;
+                        options.preserve_proto_field_names = true;
+                        (void)google::protobuf::util::MessageToJsonString(table()->config, &json,
+                                                                          options);
                         return metrics::HttpResponse{200, "application/json", json};
                       }});
   }

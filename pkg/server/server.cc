@@ -5,12 +5,18 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <condition_variable>
+#include <iterator>
 #include <fstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "pkg/config/loader.h"
 #include "pkg/base/log.h"
 #include "pkg/base/status.h"
 #include "pkg/net/socket.h"
@@ -50,58 +56,310 @@ int DefaultWorkerCount() {
   return std::max(cpus, 1);
 }
 
+const RuleTable::Entry* RuleTable::Find(absl::string_view name) const {
+  for (const Entry& e : entries) {
+    if (e.rule->name == name) return &e;
+  }
+  return nullptr;
+}
+
 absl::StatusOr<std::unique_ptr<Server>> Server::Create(const config::v1::Config& config,
                                                        const Options& options) {
   std::unique_ptr<Server> server(new Server());
-  server->config_ = config;
+  server->options_ = options;
   int n = options.workers > 0 ? options.workers
           : config.workers() > 0 ? static_cast<int>(config.workers())
                                  : DefaultWorkerCount();
-  if (config.drain().has_delay()) server->drain_delay_nanos_ = proxy::DurationNanos(config.drain().delay());
-  if (config.drain().has_timeout()) {
-    server->drain_timeout_nanos_ = proxy::DurationNanos(config.drain().timeout());
-  }
-  for (const auto& rule_config : config.rules()) {
-    FERRY_ASSIGN_OR_RETURN(auto rule, proxy::BuildRule(rule_config));
-    server->rules_.push_back(std::move(rule));
-  }
   for (int i = 0; i < n; ++i) {
     server->workers_.push_back(std::make_unique<Worker>(i, options.worker));
   }
-  // Bind everything before any thread starts, so a taken port fails the start.
-  for (const auto& rule : server->rules_) {
-    FERRY_ASSIGN_OR_RETURN(net::Address address, net::ListenAddress(rule->listen));
-    if (address.is_unix()) {
-      FERRY_ASSIGN_OR_RETURN(base::Fd fd, net::ListenSocket(address, false, kBacklog));
-      for (auto& worker : server->workers_) {
-        if (int err = worker->AddRule(rule, fd.get(), base::Fd(), /*shared=*/true); err != 0) {
-          return absl::InternalError(absl::StrCat("epoll: ", std::strerror(err)));
-        }
-      }
-      server->unix_paths_.push_back(address.unix_path());
-      server->shared_fds_.push_back(std::move(fd));
-    } else {
-      // SO_REUSEPORT also lets a second ferry of the same user bind beside
-      // this one: that is how a binary upgrade refuses no connection (the
-      // old one drains on SIGTERM). A program without SO_REUSEPORT on the
-      // port still makes the bind fail.
-      for (auto& worker : server->workers_) {
-        FERRY_ASSIGN_OR_RETURN(base::Fd fd, net::ListenSocket(address, true, kBacklog));
-        if (address.port() == 0) {
-          // Port 0: the first bind picks the port; every other worker reuses it.
-          FERRY_ASSIGN_OR_RETURN(net::Address local, net::LocalAddress(fd.get()));
-          address.set_port(local.port());
-        }
-        int raw = fd.get();
-        if (int err = worker->AddRule(rule, raw, std::move(fd), false); err != 0) {
-          return absl::InternalError(absl::StrCat("epoll: ", std::strerror(err)));
-        }
-      }
-    }
-    server->bound_.push_back({rule->name, address});
-  }
+  server->table_ = std::make_shared<RuleTable>();
+  // Binds everything before any thread starts, so a taken port fails the start.
+  FERRY_RETURN_IF_ERROR(server->Apply(config, options.config_path.empty() ? "" : "file",
+                                      options.config_version));
   FERRY_RETURN_IF_ERROR(server->StartAdmin());
   return server;
+}
+
+namespace {
+
+// The listening sockets of one new listener: one per worker (SO_REUSEPORT),
+// or one unix socket every worker shares.
+struct Bind {
+  net::Address bound;
+  std::vector<base::Fd> per_worker;
+  base::Fd shared;
+};
+
+absl::StatusOr<Bind> BindListener(const proxy::Rule& rule, int workers) {
+  Bind b;
+  FERRY_ASSIGN_OR_RETURN(b.bound, net::ListenAddress(rule.listen));
+  auto named = [&](const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat("rule \"", rule.name, "\": ", s.message()));
+  };
+  if (b.bound.is_unix()) {
+    auto fd = net::ListenSocket(b.bound, false, kBacklog);
+    if (!fd.ok()) return named(fd.status());
+    b.shared = std::move(*fd);
+    return b;
+  }
+  // SO_REUSEPORT also lets a second ferry of the same user bind beside this
+  // one: that is how a binary upgrade refuses no connection (the old one
+  // drains on SIGTERM). A program without SO_REUSEPORT on the port still
+  // makes the bind fail.
+  for (int i = 0; i < workers; ++i) {
+    auto fd = net::ListenSocket(b.bound, true, kBacklog);
+    if (!fd.ok()) return named(fd.status());
+    if (b.bound.port() == 0) {
+      // Port 0: the first bind picks the port; every other worker reuses it.
+      FERRY_ASSIGN_OR_RETURN(net::Address local, net::LocalAddress(fd->get()));
+      b.bound.set_port(local.port());
+    }
+    b.per_worker.push_back(std::move(*fd));
+  }
+  return b;
+}
+
+// Whether a reload may change `field` of the running config.
+absl::Status CheckFixed(const config::v1::Config& running, const config::v1::Config& next) {
+  using google::protobuf::util::MessageDifferencer;
+  if (!MessageDifferencer::Equals(running.admin(), next.admin())) {
+    return absl::InvalidArgumentError("admin: cannot change while ferry runs (restart it)");
+  }
+  if (!MessageDifferencer::Equals(running.dns(), next.dns())) {
+    return absl::InvalidArgumentError("dns: cannot change while ferry runs (restart it)");
+  }
+  if (running.workers() != next.workers()) {
+    return absl::InvalidArgumentError("workers: cannot change while ferry runs (restart it)");
+  }
+  if (running.rendezvous().hub().tunnel_listen() != next.rendezvous().hub().tunnel_listen()) {
+    return absl::InvalidArgumentError(
+        "rendezvous.hub.tunnel_listen: cannot change while ferry runs (restart it)");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Server::Apply(config::v1::Config config, absl::string_view source,
+                           absl::string_view version) {
+  std::lock_guard<std::mutex> lock(reload_mu_);
+  if (!config.has_admin() && !options_.default_admin.empty()) {
+    config.mutable_admin()->set_listen(options_.default_admin);
+  }
+  std::shared_ptr<const RuleTable> running = table();
+  if (started_) {
+    if (draining_.load()) {
+      return absl::FailedPreconditionError("ferry is shutting down: no config is applied");
+    }
+    FERRY_RETURN_IF_ERROR(CheckFixed(running->config, config));
+  }
+  const int workers = static_cast<int>(workers_.size());
+
+  // Resolve and build every rule first: a failure changes nothing.
+  auto next = std::make_shared<RuleTable>();
+  next->config = config;
+  next->source = std::string(source);
+  next->version = std::string(version);
+  for (const auto& rule_config : config.rules()) {
+    FERRY_ASSIGN_OR_RETURN(std::shared_ptr<proxy::Rule> rule, proxy::BuildRule(rule_config));
+    const RuleTable::Entry* previous = running->Find(rule->name);
+    proxy::AttachCounters(*rule, previous ? previous->rule.get() : nullptr, workers);
+    next->entries.push_back({std::move(rule), rule_config.listen(), net::Address(), false});
+  }
+
+  // Then the sockets of new listen addresses; a kept address keeps its
+  // sockets, so nothing is refused there during the reload.
+  std::vector<std::vector<ListenerSpec>> specs(workers);
+  std::map<std::string, UnixListener> new_unix;
+  for (RuleTable::Entry& e : next->entries) {
+    const RuleTable::Entry* kept = nullptr;
+    for (const RuleTable::Entry& old : running->entries) {
+      if (!old.draining && old.key == e.key) kept = &old;
+    }
+    if (kept != nullptr) {
+      e.bound = kept->bound;
+      for (int w = 0; w < workers; ++w) specs[w].push_back({e.rule, e.key});
+      continue;
+    }
+    FERRY_ASSIGN_OR_RETURN(Bind b, BindListener(*e.rule, workers));
+    e.bound = b.bound;
+    if (b.shared.valid()) {
+      for (int w = 0; w < workers; ++w) {
+        specs[w].push_back({e.rule, e.key, b.shared.get(), base::Fd(), /*shared=*/true});
+      }
+      new_unix[e.key] = {std::move(b.shared), b.bound.unix_path()};
+    } else {
+      for (int w = 0; w < workers; ++w) {
+        int raw = b.per_worker[w].get();
+        specs[w].push_back({e.rule, e.key, raw, std::move(b.per_worker[w]), false});
+      }
+    }
+  }
+
+  // Rules that are gone, and earlier ones still draining, stay in the table
+  // until their last connection ends.
+  for (const RuleTable::Entry& old : running->entries) {
+    if (next->Find(old.rule->name) != nullptr) continue;
+    RuleTable::Entry gone = old;
+    gone.draining = true;
+    next->entries.push_back(std::move(gone));
+  }
+
+  int64_t drain_timeout = config.drain().has_timeout()
+                              ? proxy::DurationNanos(config.drain().timeout())
+                              : 30 * base::kNanosPerSecond;
+  if (!started_) {
+    for (int w = 0; w < workers; ++w) {
+      if (int err = workers_[w]->Apply(std::move(specs[w]), drain_timeout); err != 0) {
+        return absl::InternalError(absl::StrCat("epoll: ", std::strerror(err)));
+      }
+    }
+  } else {
+    // Every worker switches on its own thread; wait for all of them, so the
+    // caller (and a test) may rely on the new rules once this returns.
+    std::mutex mu;
+    std::condition_variable cv;
+    int pending = workers;
+    int error = 0;
+    for (int w = 0; w < workers; ++w) {
+      Worker* worker = workers_[w].get();
+      auto worker_specs = std::make_shared<std::vector<ListenerSpec>>(std::move(specs[w]));
+      worker->loop().Post([&, worker, worker_specs, drain_timeout] {
+        int err = worker->Apply(std::move(*worker_specs), drain_timeout);
+        std::lock_guard<std::mutex> l(mu);
+        if (err != 0) error = err;
+        if (--pending == 0) cv.notify_all();
+      });
+    }
+    std::unique_lock<std::mutex> l(mu);
+    cv.wait(l, [&] { return pending == 0; });
+    if (error != 0) {
+      return absl::InternalError(absl::StrCat("epoll: ", std::strerror(error)));
+    }
+  }
+
+  // Unix sockets of removed listeners: every worker has let go of them.
+  for (auto it = unix_listeners_.begin(); it != unix_listeners_.end();) {
+    bool kept = false;
+    for (const RuleTable::Entry& e : next->entries) kept |= !e.draining && e.key == it->first;
+    if (kept) {
+      ++it;
+      continue;
+    }
+    ::unlink(it->second.path.c_str());
+    it = unix_listeners_.erase(it);
+  }
+  for (auto& [key, listener] : new_unix) unix_listeners_[key] = std::move(listener);
+
+  drain_delay_nanos_.store(
+      config.drain().has_delay() ? proxy::DurationNanos(config.drain().delay()) : 0);
+  drain_timeout_nanos_.store(drain_timeout);
+  if (started_) {
+    int added = 0, removed = 0;
+    for (const RuleTable::Entry& e : next->entries) {
+      if (!e.draining && running->Find(e.rule->name) == nullptr) ++added;
+      if (e.draining && !running->Find(e.rule->name)->draining) ++removed;
+    }
+    FERRY_LOG(kInfo, "config applied",
+              {{"source", source}, {"version", version}, {"rules", config.rules_size()},
+               {"added", added}, {"removed", removed}});
+  }
+  Publish(std::move(next));
+  return absl::OkStatus();
+}
+
+void Server::Publish(std::shared_ptr<const RuleTable> table) {
+  bool draining = false;
+  for (const RuleTable::Entry& e : table->entries) draining |= e.draining;
+  {
+    std::lock_guard<std::mutex> lock(table_mu_);
+    table_ = std::move(table);
+  }
+  if (draining && started_) {
+    control_.Post([this] {
+      if (!sweep_timer_) {
+        sweep_timer_ = std::make_unique<event::Timer>(control_, [this] { SweepDrainingRules(); });
+      }
+      if (!sweep_timer_->armed()) sweep_timer_->ArmAfter(kDrainPollNanos);
+    });
+  }
+}
+
+std::shared_ptr<const RuleTable> Server::table() const {
+  std::lock_guard<std::mutex> lock(table_mu_);
+  return table_;
+}
+
+std::vector<const proxy::EndpointCounters*> UniqueEndpoints(const proxy::Rule& rule) {
+  std::vector<const proxy::EndpointCounters*> out;
+  for (const auto& c : rule.endpoint_counters) {
+    if (std::find(out.begin(), out.end(), c.get()) == out.end()) out.push_back(c.get());
+  }
+  return out;
+}
+
+// Active connections of a rule: the sum of its workers' gauges.
+static int64_t RuleActive(const proxy::Rule& rule) {
+  int64_t n = 0;
+  for (int w = 0; w < rule.counters->workers; ++w) n += rule.stats(w).active.value();
+  return n;
+}
+
+void Server::SweepDrainingRules() {
+  std::lock_guard<std::mutex> lock(reload_mu_);
+  std::shared_ptr<const RuleTable> running = table();
+  bool changed = false, left = false;
+  auto next = std::make_shared<RuleTable>(*running);
+  next->entries.clear();
+  for (const RuleTable::Entry& e : running->entries) {
+    if (e.draining && RuleActive(*e.rule) == 0) {
+      FERRY_LOG(kInfo, "removed rule drained", {{"rule", e.rule->name}});
+      changed = true;
+      continue;
+    }
+    left |= e.draining;
+    next->entries.push_back(e);
+  }
+  if (changed) {
+    std::lock_guard<std::mutex> l(table_mu_);
+    table_ = std::move(next);
+  }
+  if (left) sweep_timer_->ArmAfter(kDrainPollNanos);
+}
+
+absl::Status Server::Reload(const config::v1::Config& config, absl::string_view source,
+                            absl::string_view version) {
+  absl::Status status = Apply(config, source, version);
+  if (status.ok()) {
+    reloads_ok_.fetch_add(1, std::memory_order_relaxed);
+    last_success_unix_nanos_.store(absl::GetCurrentTimeNanos(), std::memory_order_relaxed);
+  } else {
+    reloads_failed_.fetch_add(1, std::memory_order_relaxed);
+    FERRY_LOG(kError, "config reload failed: the running config stays",
+              {{"source", source}, {"version", version}, {"error", status.message()}});
+  }
+  return status;
+}
+
+absl::Status Server::ReloadText(absl::string_view text, absl::string_view source,
+                                absl::string_view version) {
+  config::Loaded loaded = config::ParseConfigText(std::string_view(text.data(), text.size()));
+  if (!loaded.ok()) {
+    reloads_failed_.fetch_add(1, std::memory_order_relaxed);
+    for (const config::Diagnostic& d : loaded.errors) {
+      FERRY_LOG(kError, "config error", {{"source", source}, {"version", version},
+                                         {"path", d.path}, {"error", d.message}});
+    }
+    FERRY_LOG(kError, "config reload failed: the running config stays",
+              {{"source", source}, {"version", version}, {"errors", loaded.errors.size()}});
+    return absl::InvalidArgumentError(config::Join(loaded.errors));
+  }
+  return Reload(loaded.config, source, version);
+}
+
+uint64_t Server::reloads(absl::string_view result) const {
+  return result == "success" ? reloads_ok_.load() : reloads_failed_.load();
 }
 
 Server::~Server() {
@@ -113,23 +371,46 @@ Server::~Server() {
 }
 
 void Server::Start() {
-  started_ = true;
-  for (const Bound& b : bound_) {
+  std::shared_ptr<const RuleTable> running = table();
+  for (const RuleTable::Entry& e : running->entries) {
     std::string targets;
-    for (const auto& rule : rules_) {
-      if (rule->name != b.rule) continue;
-      for (const auto& e : rule->endpoints) absl::StrAppend(&targets, targets.empty() ? "" : ",", e.ToString());
+    for (const auto& a : e.rule->endpoints) {
+      absl::StrAppend(&targets, targets.empty() ? "" : ",", a.ToString());
     }
-    FERRY_LOG(kInfo, "listening", {{"rule", b.rule}, {"address", b.address.ToString()},
+    FERRY_LOG(kInfo, "listening", {{"rule", e.rule->name}, {"address", e.bound.ToString()},
                                    {"endpoints", targets}});
   }
+  {
+    std::lock_guard<std::mutex> lock(reload_mu_);
+    started_ = true;
+  }
+  last_success_unix_nanos_.store(absl::GetCurrentTimeNanos(), std::memory_order_relaxed);
   for (auto& worker : workers_) worker->Start();
   ready_.store(true, std::memory_order_relaxed);
+  if (!options_.config_path.empty()) {
+    file_source_ = std::make_unique<config::FileSource>(
+        control_, options_.config_path, options_.file_source,
+        [this](const std::string& text, const std::string& version,
+               config::FileSource::Trigger trigger) {
+          FERRY_LOG(kInfo, "config file changed",
+                    {{"path", options_.config_path}, {"version", version},
+                     {"trigger", config::TriggerName(trigger)}});
+          (void)ReloadText(text, "file", version);
+        });
+    // Created here, started on the control thread that runs it.
+    control_.Post([this, version = running->version] {
+      if (absl::Status s = file_source_->Start(version); !s.ok()) {
+        FERRY_LOG(kError, "config file not watched", {{"path", options_.config_path},
+                                                      {"error", s.message()}});
+      }
+    });
+  }
   control_thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "ferry-control");
     control_.Run();
   });
-  FERRY_LOG(kInfo, "started", {{"workers", workers_.size()}, {"rules", rules_.size()}});
+  FERRY_LOG(kInfo, "started", {{"workers", workers_.size()},
+                               {"rules", running->config.rules_size()}});
 }
 
 void Server::Drain() {
@@ -156,7 +437,8 @@ void Server::CheckDrained() {
     }
     // A shared unix socket stays open until every worker let go of it; shut
     // it for reading now so new clients are refused instead of queued.
-    for (const base::Fd& fd : shared_fds_) ::shutdown(fd.get(), SHUT_RD);
+    std::lock_guard<std::mutex> lock(reload_mu_);
+    for (const auto& [key, listener] : unix_listeners_) ::shutdown(listener.fd.get(), SHUT_RD);
     drain_started_nanos_ = control_.now();
   }
   if (ActiveConnections() == 0) {
@@ -179,14 +461,15 @@ void Server::FinishDrain(bool timed_out) {
     w->StopAndJoin();
   }
   FERRY_LOG(kInfo, "drained", {{"closed_at_timeout", timed_out ? left : 0}});
+  file_source_.reset();  // its fd is on this loop: gone before the loop stops
   control_.Stop();
 }
 
 void Server::Wait() {
   if (control_thread_.joinable()) control_thread_.join();
-  shared_fds_.clear();
-  for (const std::string& path : unix_paths_) ::unlink(path.c_str());
-  unix_paths_.clear();
+  std::lock_guard<std::mutex> lock(reload_mu_);
+  for (const auto& [key, listener] : unix_listeners_) ::unlink(listener.path.c_str());
+  unix_listeners_.clear();
 }
 
 static sigset_t TerminationSignals() {
@@ -195,6 +478,7 @@ static sigset_t TerminationSignals() {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGUSR1);
   return set;
 }
 
@@ -216,7 +500,18 @@ void Server::RunUntilSignal() {
       if (sigwait(&set, &sig) != 0) continue;
       if (exiting.load()) return;
       if (sig == SIGHUP) {
-        FERRY_LOG(kWarn, "SIGHUP ignored: this build has no config reload");
+        if (options_.config_path.empty()) {
+          FERRY_LOG(kWarn, "SIGHUP ignored: the rules come from the command line");
+        } else {
+          FERRY_LOG(kInfo, "signal", {{"signal", "SIGHUP"}, {"action", "reload"}});
+          control_.Post([this] {
+            if (file_source_) file_source_->Reload();
+          });
+        }
+        continue;
+      }
+      if (sig == SIGUSR1) {
+        FERRY_LOG(kInfo, "signal", {{"signal", "SIGUSR1"}, {"action", "reopen logs"}});
         continue;
       }
       ++terms;
@@ -241,28 +536,38 @@ void Server::RunUntilSignal() {
   signals.join();
 }
 
-absl::StatusOr<net::Address> Server::BoundAddress(const std::string& rule) const {
-  for (const Bound& b : bound_) {
-    if (b.rule == rule) return b.address;
+std::vector<Server::Bound> Server::bound() const {
+  std::vector<Bound> out;
+  for (const RuleTable::Entry& e : table()->entries) {
+    if (!e.draining) out.push_back({e.rule->name, e.bound});
   }
-  return absl::NotFoundError(absl::StrCat("no rule \"", rule, "\""));
+  return out;
+}
+
+absl::StatusOr<net::Address> Server::BoundAddress(const std::string& rule) const {
+  std::shared_ptr<const RuleTable> running = table();
+  const RuleTable::Entry* e = running->Find(rule);
+  if (e == nullptr || e->draining) return absl::NotFoundError(absl::StrCat("no rule \"", rule, "\""));
+  return e->bound;
 }
 
 RuleTotals Server::Totals(const std::string& rule) const {
   RuleTotals t;
-  for (const auto& worker : workers_) {
-    for (const auto& instance : worker->rules()) {
-      if (instance->rule()->name != rule) continue;
-      const proxy::RuleStats& s = instance->stats();
-      for (int i = 0; i < static_cast<int>(proxy::Outcome::kCount); ++i) {
-        t.connections[i] += s.connections[i].value();
-      }
-      for (size_t i = 0; i < instance->rule()->endpoints.size(); ++i) {
-        const proxy::EndpointStats& e = instance->endpoint_stats(i);
-        t.bytes_to_target += e.bytes_to_target.value();
-        t.bytes_to_client += e.bytes_to_client.value();
-      }
-      t.active += s.active.value();
+  std::shared_ptr<const RuleTable> running = table();
+  const RuleTable::Entry* e = running->Find(rule);
+  if (e == nullptr) return t;
+  const proxy::Rule& r = *e->rule;
+  for (int w = 0; w < r.counters->workers; ++w) {
+    const proxy::RuleStats& s = r.stats(w);
+    for (int i = 0; i < static_cast<int>(proxy::Outcome::kCount); ++i) {
+      t.connections[i] += s.connections[i].value();
+    }
+    t.active += s.active.value();
+  }
+  for (const proxy::EndpointCounters* c : UniqueEndpoints(r)) {
+    for (int w = 0; w < r.counters->workers; ++w) {
+      t.bytes_to_target += c->per_worker[w].bytes_to_target.value();
+      t.bytes_to_client += c->per_worker[w].bytes_to_client.value();
     }
   }
   return t;
@@ -287,7 +592,7 @@ LoopTotals Server::LoopTotalsSum() const {
 
 int64_t Server::ActiveConnections() const {
   int64_t n = 0;
-  for (const auto& worker : workers_) n += static_cast<int64_t>(worker->sessions());
+  for (const RuleTable::Entry& e : table()->entries) n += RuleActive(*e.rule);
   return n;
 }
 

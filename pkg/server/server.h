@@ -1,6 +1,8 @@
 #pragma once
 
 #include <atomic>
+#include <map>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -8,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "pkg/config/file_source.h"
 #include "pkg/event/loop.h"
 #include "pkg/metrics/admin.h"
 #include "pkg/metrics/families.h"
@@ -35,16 +38,45 @@ struct LoopTotals {
   int64_t buffers_in_use = 0;
 };
 
-// Server owns the workers and the control thread, and wires a config to
-// them: it resolves the rules, binds every listener (so a bad address fails
-// before anything runs), starts one Worker per configured thread, and drains
-// on Drain(). Create/Start/Wait from one thread; Drain() and the stats
-// readers from any thread.
+// A config's rules as the server runs them: an immutable snapshot, swapped
+// whole at each reload, that the scrape and status readers hold while they
+// read (shared_ptr<const RuleTable>). Rules removed by a reload stay in it,
+// marked draining, until their last connection ends, so their series
+// disappear when they are really gone.
+struct RuleTable {
+  struct Entry {
+    std::shared_ptr<const proxy::Rule> rule;
+    std::string key;        // the listen address as configured
+    net::Address bound;     // the real address (the port when the config said 0)
+    bool draining = false;  // removed from the config, connections left
+  };
+  config::v1::Config config;
+  std::vector<Entry> entries;  // the config's rules in order, then the draining ones
+  std::string source;          // "file", or empty (the command line)
+  std::string version;         // the file's content hash
+
+  const Entry* Find(absl::string_view name) const;
+};
+
+// Server owns the workers, the control thread and the config source, and
+// wires a config to them: it resolves the rules, binds every listener (so a
+// bad address fails before anything changes), runs one Worker per configured
+// thread, applies new configs (Reload) and drains on Drain(). Create/Start/
+// Wait from one thread; Reload, Drain and the readers from any thread.
 class Server {
  public:
   struct Options {
     int workers = 0;  // 0: from the config, or the CPUs this process may use
     Worker::Options worker;
+    // The config file `config` came from: watched, and re-read on SIGHUP.
+    // Empty: the rules came from the command line and never change.
+    std::string config_path;
+    // ContentHash of the text `config` was parsed from (with config_path).
+    std::string config_version;
+    // admin.listen for a config without an admin section (`ferry run`'s
+    // default), applied to the first config and to every reload.
+    std::string default_admin;
+    config::FileSource::Options file_source;
   };
 
   static absl::StatusOr<std::unique_ptr<Server>> Create(const config::v1::Config& config,
@@ -59,23 +91,41 @@ class Server {
   // Blocks until a drain has finished and every worker has stopped.
   void Wait();
   // Starts, drains on SIGTERM or SIGINT (a second one closes every
-  // connection at once), and returns when done. BlockTerminationSignals()
-  // must have run before Create(), or a thread started there could take a
-  // signal and die of it.
+  // connection at once), reloads the config file on SIGHUP, and returns when
+  // done. BlockTerminationSignals() must have run before Create(), or a
+  // thread started there could take a signal and die of it.
   void RunUntilSignal();
+
+  // Applies a validated config without dropping a connection: a rule whose
+  // listen address is unchanged keeps its sockets and applies its new
+  // settings to new connections; a removed rule stops accepting and its
+  // connections drain for up to drain.timeout; new rules start. admin, dns
+  // and workers cannot change (InvalidArgument naming the field). On any
+  // error nothing changes. Counted in ferry_config_reloads_total{source}.
+  // Thread-safe (reloads run one at a time); returns once every worker runs
+  // the new rules.
+  absl::Status Reload(const config::v1::Config& config, absl::string_view source,
+                      absl::string_view version);
+  // Parses and validates `text` (YAML or JSON), then Reload()s it. A config
+  // with errors is logged, every error with its path, and counted as a
+  // failed reload; the running config stays.
+  absl::Status ReloadText(absl::string_view text, absl::string_view source,
+                          absl::string_view version);
 
   bool ready() const { return ready_.load(std::memory_order_relaxed); }
   int workers() const { return static_cast<int>(workers_.size()); }
+  std::shared_ptr<const RuleTable> table() const;
   // The address each rule listens on (the real port when the config said 0).
   struct Bound {
     std::string rule;
     net::Address address;
   };
-  const std::vector<Bound>& bound() const { return bound_; }
+  std::vector<Bound> bound() const;
   absl::StatusOr<net::Address> BoundAddress(const std::string& rule) const;
   RuleTotals Totals(const std::string& rule) const;
   LoopTotals LoopTotalsSum() const;
   int64_t ActiveConnections() const;
+  uint64_t reloads(absl::string_view result) const;
 
   // Every ferry_* and process_* family, summed over the workers' counters.
   // Thread-safe: the admin server calls it from its own threads.
@@ -87,33 +137,52 @@ class Server {
   std::optional<net::Address> admin_address() const;
 
  private:
+  struct UnixListener {
+    base::Fd fd;  // every worker borrows it
+    std::string path;
+  };
+
   Server() = default;
+  absl::Status Apply(config::v1::Config config, absl::string_view source,
+                     absl::string_view version);
+  void Publish(std::shared_ptr<const RuleTable> table);
+  void SweepDrainingRules();
   void StartDrainOnControl();
   void CheckDrained();
   void FinishDrain(bool timed_out);
 
   absl::Status StartAdmin();
 
-  config::v1::Config config_;
+  Options options_;
   std::unique_ptr<metrics::AdminServer> admin_;
-  std::vector<std::shared_ptr<const proxy::Rule>> rules_;
   std::vector<std::unique_ptr<Worker>> workers_;
-  std::vector<Bound> bound_;
-  std::vector<base::Fd> shared_fds_;     // unix listeners all workers borrow
-  std::vector<std::string> unix_paths_;  // removed at exit
+  mutable std::mutex table_mu_;             // guards table_ (the pointer, not the table)
+  std::shared_ptr<const RuleTable> table_;  // never null after Create
+  std::mutex reload_mu_;                    // one Apply at a time; guards unix_listeners_
+  std::map<std::string, UnixListener> unix_listeners_;  // by key
+  std::unique_ptr<config::FileSource> file_source_;     // on control_
+  std::atomic<uint64_t> reloads_ok_{0};
+  std::atomic<uint64_t> reloads_failed_{0};
+  std::atomic<int64_t> last_success_unix_nanos_{0};
   event::Loop control_;
   std::thread control_thread_;
   std::unique_ptr<event::Timer> drain_timer_;
+  std::unique_ptr<event::Timer> sweep_timer_;  // drops drained rules from the table
   int64_t drain_started_nanos_ = 0;
-  int64_t drain_delay_nanos_ = 0;
-  int64_t drain_timeout_nanos_ = 30 * base::kNanosPerSecond;
+  // Of the running config; Apply() writes them, the control thread reads.
+  std::atomic<int64_t> drain_delay_nanos_{0};
+  std::atomic<int64_t> drain_timeout_nanos_{30 * base::kNanosPerSecond};
   bool accepting_stopped_ = false;
   std::atomic<bool> ready_{false};
   std::atomic<bool> draining_{false};
   bool started_ = false;
 };
 
-// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread, and so in every
+// A rule's endpoint counters, each once (a target listed twice, or two names
+// of one address, share theirs).
+std::vector<const proxy::EndpointCounters*> UniqueEndpoints(const proxy::Rule& rule);
+
+// Blocks SIGTERM, SIGINT, SIGHUP and SIGUSR1 in the calling thread, and so in every
 // thread it starts afterwards (workers, the admin server's), leaving them to
 // RunUntilSignal(). Call it before Server::Create.
 void BlockTerminationSignals();
