@@ -120,6 +120,17 @@ absl::StatusOr<Bind> BindListener(const proxy::Rule& rule, int workers) {
   return b;
 }
 
+// What a listener is known by across reloads: its canonical address, so
+// "0.0.0.0:80" and ":80" are one listener. A port-0 listener is its rule's
+// own: each bind of port 0 picks a new port.
+absl::StatusOr<std::string> ListenerKey(const proxy::Rule& rule) {
+  FERRY_ASSIGN_OR_RETURN(net::Address address, net::ListenAddress(rule.listen));
+  if (!address.is_unix() && address.port() == 0) {
+    return absl::StrCat(address.ToString(), " of ", rule.name);
+  }
+  return address.ToString();
+}
+
 // Whether a reload may change `field` of the running config.
 absl::Status CheckFixed(const config::v1::Config& running, const config::v1::Config& next) {
   using google::protobuf::util::MessageDifferencer;
@@ -165,13 +176,15 @@ absl::Status Server::Apply(config::v1::Config config, absl::string_view source,
     FERRY_ASSIGN_OR_RETURN(std::shared_ptr<proxy::Rule> rule, proxy::BuildRule(rule_config));
     const RuleTable::Entry* previous = running->Find(rule->name);
     proxy::AttachCounters(*rule, previous ? previous->rule.get() : nullptr, workers);
-    next->entries.push_back({std::move(rule), rule_config.listen(), net::Address(), false});
+    FERRY_ASSIGN_OR_RETURN(std::string key, ListenerKey(*rule));
+    next->entries.push_back({std::move(rule), std::move(key), net::Address(), false});
   }
 
   // Then the sockets of new listen addresses; a kept address keeps its
   // sockets, so nothing is refused there during the reload.
   std::vector<std::vector<ListenerSpec>> specs(workers);
   std::map<std::string, UnixListener> new_unix;
+  std::vector<size_t> fresh;  // entries with new sockets
   for (RuleTable::Entry& e : next->entries) {
     const RuleTable::Entry* kept = nullptr;
     for (const RuleTable::Entry& old : running->entries) {
@@ -184,6 +197,7 @@ absl::Status Server::Apply(config::v1::Config config, absl::string_view source,
     }
     FERRY_ASSIGN_OR_RETURN(Bind b, BindListener(*e.rule, workers));
     e.bound = b.bound;
+    fresh.push_back(static_cast<size_t>(&e - next->entries.data()));
     if (b.shared.valid()) {
       for (int w = 0; w < workers; ++w) {
         specs[w].push_back({e.rule, e.key, b.shared.get(), base::Fd(), /*shared=*/true});
@@ -260,6 +274,10 @@ absl::Status Server::Apply(config::v1::Config config, absl::string_view source,
     for (const RuleTable::Entry& e : next->entries) {
       if (!e.draining && running->Find(e.rule->name) == nullptr) ++added;
       if (e.draining && !running->Find(e.rule->name)->draining) ++removed;
+    }
+    for (size_t i : fresh) {
+      const RuleTable::Entry& e = next->entries[i];
+      FERRY_LOG(kInfo, "listening", {{"rule", e.rule->name}, {"address", e.bound.ToString()}});
     }
     FERRY_LOG(kInfo, "config applied",
               {{"source", source}, {"version", version}, {"rules", config.rules_size()},

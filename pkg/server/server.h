@@ -46,7 +46,7 @@ struct LoopTotals {
 struct RuleTable {
   struct Entry {
     std::shared_ptr<const proxy::Rule> rule;
-    std::string key;        // the listen address as configured
+    std::string key;        // the listener's identity across reloads (see ListenerKey)
     net::Address bound;     // the real address (the port when the config said 0)
     bool draining = false;  // removed from the config, connections left
   };

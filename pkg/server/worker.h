@@ -16,8 +16,9 @@ namespace ferry::server {
 // One listener of a config as one worker runs it.
 struct ListenerSpec {
   std::shared_ptr<const proxy::Rule> rule;
-  // The listen address as configured: a worker already listening on `key`
-  // keeps that socket (no rebind, nothing refused) and only swaps the rule.
+  // The listener's identity (its canonical address): a worker already
+  // listening on `key` keeps that socket (no rebind, nothing refused) and
+  // only swaps the rule.
   std::string key;
   // A new socket, when no listener of this worker has `key` yet: `owned`
   // holds it, or it is a shared unix socket the server keeps open (`fd`

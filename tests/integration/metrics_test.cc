@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
+#include "tests/testing/admin.h"
 #include "tests/testing/data.h"
 #include "tests/testing/relay.h"
 #include "tests/testing/sockets.h"
@@ -20,39 +21,6 @@
 
 namespace ferry::testing {
 namespace {
-
-struct HttpResult {
-  int status = 0;
-  std::string body;
-};
-
-// GET `path` from the admin server (HTTP/1.0, read to EOF).
-HttpResult Get(const net::Address& admin, const std::string& path) {
-  HttpResult r;
-  Connected c = Connect(admin);
-  if (!c.fd.valid()) return r;
-  if (!SendAll(c.fd.get(), absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: x\r\n\r\n"))) return r;
-  std::string raw;
-  ReadToEof(c.fd.get(), &raw);
-  size_t sp = raw.find(' ');
-  if (sp != std::string::npos) absl::SimpleAtoi(raw.substr(sp + 1, 3), &r.status);
-  size_t body = raw.find("\r\n\r\n");
-  if (body != std::string::npos) r.body = raw.substr(body + 4);
-  return r;
-}
-
-// Every sample line of a scrape: "name{labels}" -> value.
-std::map<std::string, double> Samples(const std::string& text) {
-  std::map<std::string, double> out;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (line.empty() || line[0] == '#') continue;
-    size_t sp = line.rfind(' ');
-    double v = 0;
-    if (sp == absl::string_view::npos || !absl::SimpleAtod(line.substr(sp + 1), &v)) continue;
-    out[std::string(line.substr(0, sp))] = v;
-  }
-  return out;
-}
 
 class MetricsTest : public ::testing::Test {
  protected:
@@ -65,7 +33,7 @@ class MetricsTest : public ::testing::Test {
     admin_ = *relay_->server().admin_address();
   }
   std::map<std::string, double> Scrape() {
-    HttpResult r = Get(admin_, "/metrics");
+    HttpResult r = HttpGet(admin_, "/metrics");
     EXPECT_EQ(r.status, 200);
     return Samples(r.body);
   }
@@ -157,28 +125,28 @@ TEST_F(MetricsTest, TenThousandClientsAddNoSeries) {
 
 TEST_F(MetricsTest, HealthReadinessAndEndpoints) {
   StartRelay();
-  EXPECT_EQ(Get(admin_, "/healthz").status, 200);
-  EXPECT_EQ(Get(admin_, "/readyz").status, 200);
-  HttpResult e = Get(admin_, "/endpoints");
+  EXPECT_EQ(HttpGet(admin_, "/healthz").status, 200);
+  EXPECT_EQ(HttpGet(admin_, "/readyz").status, 200);
+  HttpResult e = HttpGet(admin_, "/endpoints");
   EXPECT_EQ(e.status, 200);
   EXPECT_TRUE(absl::StrContains(e.body, "\"name\":\"main\"")) << e.body;
   EXPECT_TRUE(absl::StrContains(e.body, absl::StrCat("\"address\":\"", echo_.target(), "\"")))
       << e.body;
-  EXPECT_EQ(Get(admin_, "/config").status, 404);  // not exposed by default
-  EXPECT_EQ(Get(admin_, "/nope").status, 404);
+  EXPECT_EQ(HttpGet(admin_, "/config").status, 404);  // not exposed by default
+  EXPECT_EQ(HttpGet(admin_, "/nope").status, 404);
 }
 
 TEST_F(MetricsTest, ReadyzTurnsUnavailableWhenDrainStarts) {
   StartRelay("", "drain: { delay: \"2s\", timeout: \"2s\" }\n");
-  ASSERT_EQ(Get(admin_, "/readyz").status, 200);
+  ASSERT_EQ(HttpGet(admin_, "/readyz").status, 200);
   relay_->server().Drain();
-  EXPECT_TRUE(WaitUntil([&] { return Get(admin_, "/readyz").status == 503; }, Millis(1000)));
-  EXPECT_EQ(Get(admin_, "/healthz").status, 200);  // alive while draining
+  EXPECT_TRUE(WaitUntil([&] { return HttpGet(admin_, "/readyz").status == 503; }, Millis(1000)));
+  EXPECT_EQ(HttpGet(admin_, "/healthz").status, 200);  // alive while draining
 }
 
 TEST_F(MetricsTest, ConfigIsServedOnlyWhenExposed) {
   StartRelay("", "admin: { listen: \"127.0.0.1:0\", expose_config: true }\n");
-  HttpResult c = Get(admin_, "/config");
+  HttpResult c = HttpGet(admin_, "/config");
   EXPECT_EQ(c.status, 200);
   EXPECT_TRUE(absl::StrContains(c.body, "\"listen\": \"127.0.0.1:0\"")) << c.body;
 }

@@ -4,14 +4,16 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "pkg/config/file_source.h"
 #include "pkg/config/loader.h"
 
 namespace ferry::testing {
 
-absl::StatusOr<std::unique_ptr<Relay>> Relay::Start(const std::string& yaml, int workers) {
-  // splice() into a socket the peer reset raises SIGPIPE (it has no
-  // MSG_NOSIGNAL); cmd/ferry ignores SIGPIPE in main, and so must we.
-  ::signal(SIGPIPE, SIG_IGN);
+namespace {
+
+// `yaml` parsed, with drain.timeout 2s unless it says otherwise, so a failed
+// test's teardown cannot wait 30s.
+absl::StatusOr<config::v1::Config> TestConfig(const std::string& yaml) {
   config::Loaded loaded = config::ParseConfigText(yaml);
   if (!loaded.ok()) {
     return absl::InvalidArgumentError(
@@ -20,12 +22,29 @@ absl::StatusOr<std::unique_ptr<Relay>> Relay::Start(const std::string& yaml, int
   if (!loaded.config.drain().has_timeout()) {
     loaded.config.mutable_drain()->mutable_timeout()->set_seconds(2);
   }
+  return loaded.config;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Relay>> Relay::Start(const std::string& yaml, int workers) {
+  // splice() into a socket the peer reset raises SIGPIPE (it has no
+  // MSG_NOSIGNAL); cmd/ferry ignores SIGPIPE in main, and so must we.
+  ::signal(SIGPIPE, SIG_IGN);
+  auto config = TestConfig(yaml);
+  if (!config.ok()) return config.status();
   server::Server::Options options;
   options.workers = workers;
-  auto server = server::Server::Create(loaded.config, options);
+  auto server = server::Server::Create(*config, options);
   if (!server.ok()) return server.status();
   (*server)->Start();
   return std::unique_ptr<Relay>(new Relay(std::move(*server)));
+}
+
+absl::Status Relay::Reload(const std::string& yaml) {
+  auto config = TestConfig(yaml);
+  if (!config.ok()) return config.status();
+  return server_->Reload(*config, "file", config::ContentHash(yaml));
 }
 
 Relay::~Relay() {

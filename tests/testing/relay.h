@@ -27,6 +27,9 @@ class Relay {
   ~Relay();
 
   server::Server& server() { return *server_; }
+  // Applies `yaml` as a reload from the file source would (with the same
+  // drain.timeout default as Start), and returns the server's verdict.
+  absl::Status Reload(const std::string& yaml);
   // The bound address of `rule` (the real port when the config said 0).
   net::Address address(const std::string& rule = "main") const;
   server::RuleTotals totals(const std::string& rule = "main") const;
