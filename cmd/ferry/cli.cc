@@ -68,7 +68,7 @@ Flags:
   --half-close-timeout DUR   close a half-closed connection after (default 60s)
   --max-lifetime DUR         close any connection after (default unlimited)
   --max-connections N        concurrent connections (default unlimited)
-  --insert-file FILE         write FILE's bytes (at most 64 KiB) to the target first
+  --insert-file FILE         write FILE's bytes (at most 65280) to the target first
   --admin ADDR               serve the status page (/), /metrics, /healthz, /readyz and
                              /endpoints on ADDR (default off)
 )";

@@ -66,6 +66,13 @@ constexpr absl::string_view kImplementedPaths[] = {
     "rules[].keepalive",  // idle, interval, count
     "rules[].delay",
     "rules[].insert",  // file, text, base64
+    "rules[].rate_limit",
+    "rules[].max_connections_per_source",
+    "rules[].close",
+    "rules[].proxy_protocol",  // send, accept, trusted, timeout
+    "rules[].transparent",
+    "rules[].allow_targets",
+    "rules[].access_log",  // format, path
 };
 
 // Messages that may be written as a plain scalar meaning {<field>: scalar}.
@@ -92,7 +99,8 @@ constexpr uint32_t kMaxKeepaliveCount = 127;     // TCP_KEEPCNT
 constexpr int64_t kMaxKeepaliveSeconds = 32767;  // TCP_KEEPIDLE, TCP_KEEPINTVL
 constexpr absl::Duration kMaxConnectTimeout = absl::Hours(1);
 constexpr size_t kMaxNameLength = 63;
-constexpr size_t kMaxInsertBytes = 64 * 1024;
+// One copy buffer (64 KiB) less room for a PROXY protocol header before it.
+constexpr size_t kMaxInsertBytes = 64 * 1024 - 256;
 
 // True if `child` is strictly below `parent` ("rules" -> "rules[].name").
 bool IsBelow(absl::string_view parent, absl::string_view child) {
@@ -694,6 +702,38 @@ class Validator {
       }
     }
     if (rule.has_insert()) CheckInsert(rule.insert(), ChildPath(path, "insert"));
+    if (rule.has_proxy_protocol()) {
+      const v1::ProxyProtocol& pp = rule.proxy_protocol();
+      const std::string p = ChildPath(path, "proxy_protocol");
+      CheckCidrs(pp.trusted(), ChildPath(p, "trusted"));
+      if (pp.accept() && pp.trusted().empty()) {
+        Error(ChildPath(p, "trusted"),
+              "required with accept: the CIDRs of the proxies whose header is believed");
+      }
+      if (!pp.accept() && !pp.trusted().empty()) {
+        Error(ChildPath(p, "trusted"), "only means something with accept: true");
+      }
+      if (pp.has_timeout()) {
+        const std::string tp = ChildPath(p, "timeout");
+        if (CheckDuration(pp.timeout(), tp) && ToAbsl(pp.timeout()) <= absl::ZeroDuration()) {
+          Error(tp, "must be more than 0s");
+        }
+      }
+    }
+    if (rule.transparent() == Rule::TRANSPARENT_REDIRECT) {
+      if (rule.targets_size() == 0 && rule.allow_targets_size() == 0) {
+        Error(ChildPath(path, "allow_targets"),
+              "transparent: redirect needs targets or allow_targets: the destinations it may "
+              "reach (it is never an open relay)");
+      }
+      CheckCidrs(rule.allow_targets(), ChildPath(path, "allow_targets"));
+      absl::StatusOr<net::HostPort> hp = net::ParseHostPort(rule.listen());
+      if (hp.ok() && hp->is_unix()) {
+        Error(ChildPath(path, "transparent"), "redirect needs a TCP listener, not a unix socket");
+      }
+    } else if (rule.allow_targets_size() > 0) {
+      Error(ChildPath(path, "allow_targets"), "only means something with transparent: redirect");
+    }
   }
 
   // The bytes an insert names must fit one copy buffer: they are written to

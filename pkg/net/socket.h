@@ -29,5 +29,9 @@ void SetKeepAlive(int fd, const KeepAlive& keepalive);
 // Makes the next close() send RST instead of FIN.
 void SetLingerZero(int fd);
 absl::StatusOr<Address> LocalAddress(int fd);
+// The destination a connection had before an iptables/nftables REDIRECT or
+// DNAT changed it (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST). NotFound when the
+// connection was not redirected (no conntrack NAT entry).
+absl::StatusOr<Address> OriginalDestination(int fd);
 
 }  // namespace ferry::net

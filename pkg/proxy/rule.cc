@@ -40,15 +40,39 @@ absl::StatusOr<std::string> InsertBytes(const std::string& rule,
     case config::v1::Insert::SOURCE_NOT_SET:
       break;
   }
-  if (bytes.size() > pump::BufferPool::kSize) {
+  if (bytes.size() > Rule::kMaxInsertBytes) {
     return absl::InvalidArgumentError(absl::StrCat("rule \"", rule, "\": insert of ", bytes.size(),
                                                    " bytes, more than the maximum of ",
-                                                   pump::BufferPool::kSize));
+                                                   Rule::kMaxInsertBytes));
   }
   return bytes;
 }
 
-absl::StatusOr<std::shared_ptr<Rule>> BuildRule(const config::v1::Rule& in) {
+bool SourceCounts::TryAdd(const net::Address& client, uint32_t limit) {
+  std::string ip = client.HostString();
+  std::lock_guard<std::mutex> lock(mu_);
+  uint32_t& n = counts_[ip];
+  if (n >= limit) {
+    if (n == 0) counts_.erase(ip);
+    return false;
+  }
+  ++n;
+  return true;
+}
+
+void SourceCounts::Remove(const net::Address& client) {
+  std::string ip = client.HostString();
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = counts_.find(ip);
+  if (it != counts_.end() && --it->second == 0) counts_.erase(it);
+}
+
+size_t SourceCounts::size() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return counts_.size();
+}
+
+absl::StatusOr<std::shared_ptr<Rule>> BuildRule(const config::v1::Rule& in, AccessLogs* logs) {
   auto rule = std::make_shared<Rule>();
   rule->name = in.name();
   FERRY_ASSIGN_OR_RETURN(rule->listen, net::ParseHostPort(in.listen()));
@@ -90,25 +114,71 @@ absl::StatusOr<std::shared_ptr<Rule>> BuildRule(const config::v1::Rule& in) {
     FERRY_ASSIGN_OR_RETURN(rule->insert, InsertBytes(in.name(), in.insert()));
   }
   FERRY_ASSIGN_OR_RETURN(rule->source_addresses, net::DefaultSourceAddress());
+  rule->max_connections_per_source = in.max_connections_per_source();
+  rule->lazy_close = in.close() == config::v1::Rule::CLOSE_LAZY;
+  rule->connection_rate = in.rate_limit().connection_bytes_per_second();
+  if (uint64_t rate = in.rate_limit().rule_bytes_per_second(); rate > 0) {
+    for (auto& bucket : rule->rule_rate) {
+      bucket = std::make_shared<pump::SharedTokenBucket>(rate, pump::TokenBucket::DefaultBurst(rate));
+    }
+  }
+  const config::v1::ProxyProtocol& pp = in.proxy_protocol();
+  if (pp.send() == config::v1::ProxyProtocol::VERSION_V1) rule->proxy_send = ProxyVersion::kV1;
+  if (pp.send() == config::v1::ProxyProtocol::VERSION_V2) rule->proxy_send = ProxyVersion::kV2;
+  rule->proxy_accept = pp.accept();
+  if (pp.has_timeout()) rule->proxy_timeout_nanos = DurationNanos(pp.timeout());
+  for (const auto& c : pp.trusted()) {
+    FERRY_ASSIGN_OR_RETURN(net::Cidr cidr, net::Cidr::Parse(c));
+    rule->proxy_trusted.push_back(cidr);
+  }
+  rule->redirect = in.transparent() == config::v1::Rule::TRANSPARENT_REDIRECT;
+  for (const auto& c : in.allow_targets()) {
+    FERRY_ASSIGN_OR_RETURN(net::Cidr cidr, net::Cidr::Parse(c));
+    rule->allow_targets.push_back(cidr);
+  }
+  if (logs != nullptr) {
+    std::optional<AccessLogFormat> format = AccessLogFormatFromProto(in.access_log().format());
+    if (format) {
+      const std::string& path = in.access_log().path().empty() ? "stdout" : in.access_log().path();
+      auto log = logs->Get(path, *format);
+      if (!log.ok()) {
+        return absl::Status(log.status().code(),
+                            absl::StrCat("rule \"", in.name(), "\": access_log: ",
+                                         log.status().message()));
+      }
+      rule->access_log = std::move(*log);
+    }
+  }
   return rule;
 }
 
 void AttachCounters(Rule& rule, const Rule* previous, int workers) {
   rule.counters = previous != nullptr ? previous->counters : std::make_shared<RuleCounters>(workers);
-  rule.endpoint_counters.clear();
-  for (const net::Address& address : rule.endpoints) {
-    std::shared_ptr<EndpointCounters> counters;
-    if (previous != nullptr) {
-      for (const auto& old : previous->endpoint_counters) {
-        if (old->address == address) counters = old;
+  auto counters_for = [&](const std::string& key) {
+    // A target listed twice resolves to one endpoint twice: one series.
+    for (const auto* list : {&rule.endpoint_counters, &rule.redirect_counters}) {
+      for (const auto& mine : *list) {
+        if (mine->key == key) return mine;
       }
     }
-    // A target listed twice resolves to one endpoint twice: one series.
-    for (const auto& mine : rule.endpoint_counters) {
-      if (mine->address == address) counters = mine;
+    if (previous != nullptr) {
+      for (const auto* list : {&previous->endpoint_counters, &previous->redirect_counters}) {
+        for (const auto& old : *list) {
+          if (old->key == key) return old;
+        }
+      }
     }
-    if (!counters) counters = std::make_shared<EndpointCounters>(address, workers);
-    rule.endpoint_counters.push_back(std::move(counters));
+    return std::make_shared<EndpointCounters>(key, workers);
+  };
+  rule.endpoint_counters.clear();
+  rule.redirect_counters.clear();
+  for (const net::Address& address : rule.endpoints) {
+    rule.endpoint_counters.push_back(counters_for(address.ToString()));
+  }
+  if (rule.redirect) {
+    for (const net::Cidr& cidr : rule.allow_targets) {
+      rule.redirect_counters.push_back(counters_for(cidr.ToString()));
+    }
   }
 }
 

@@ -1,5 +1,6 @@
 #include "pkg/proxy/rule_instance.h"
 
+#include "absl/time/clock.h"
 #include "pkg/base/log.h"
 #include "pkg/net/socket.h"
 #include "pkg/proxy/session.h"
@@ -31,6 +32,7 @@ RuleInstance::~RuleInstance() {
 }
 
 int RuleInstance::Listen(int fd, base::Fd owned, bool shared) {
+  if (auto local = net::LocalAddress(fd); local.ok()) listen_address_ = *local;
   listener_.emplace(loop_, fd, std::move(owned), shared, *this, pumps_.stats);
   return listener_->Start();
 }
@@ -43,11 +45,25 @@ void RuleInstance::CloseAll(Outcome outcome) {
   while (head_ != nullptr) head_->Close(outcome, /*reset=*/true);
 }
 
+void RuleInstance::Refused(Outcome outcome, const net::Address& peer) {
+  const Rule& rule = *rule_;
+  rule.stats(worker_).connections[static_cast<int>(outcome)].Add(1);
+  if (!rule.access_log) return;
+  AccessRecord r;
+  r.start_unix_nanos = absl::GetCurrentTimeNanos();
+  r.rule = rule.name;
+  r.client = &peer;
+  r.listen = &listen_address_;
+  r.outcome = OutcomeName(outcome);
+  rule.access_log->Write(r);
+}
+
 void RuleInstance::OnAccept(base::Fd fd, const net::Address& peer) {
   const Rule& rule = *rule_;
   RuleStats& stats = rule.stats(worker_);
-  if (!rule.acl.Allows(peer)) {
-    stats.connections[static_cast<int>(Outcome::kDenied)].Add(1);
+  // With PROXY protocol the client is the header's: the session checks it.
+  if (!rule.proxy_accept && !rule.acl.Allows(peer)) {
+    Refused(Outcome::kDenied, peer);
     FERRY_LOG(kDebug, "connection denied", {{"rule", rule.name}, {"client", peer.ToString()}});
     return;  // fd closes here
   }
@@ -55,7 +71,7 @@ void RuleInstance::OnAccept(base::Fd fd, const net::Address& peer) {
     int64_t now_active = rule.counters->active.fetch_add(1, std::memory_order_relaxed) + 1;
     if (now_active > static_cast<int64_t>(rule.max_connections)) {
       rule.counters->active.fetch_sub(1, std::memory_order_relaxed);
-      stats.connections[static_cast<int>(Outcome::kLimit)].Add(1);
+      Refused(Outcome::kLimit, peer);
       FERRY_LOG(kDebug, "connection over limit", {{"rule", rule.name}});
       return;
     }

@@ -23,7 +23,7 @@ class Session;
 // a removed rule stops accepting and stays until they end.
 class RuleInstance final : public net::Listener::Callbacks {
  public:
-  // `key`: the listen address as configured (see server::ListenerSpec).
+  // `key`: the listener's identity across reloads (see server::ListenerSpec).
   RuleInstance(event::Loop& loop, pump::Context& pumps, int worker,
                std::shared_ptr<const Rule> rule, std::string key);
   ~RuleInstance() override;
@@ -46,17 +46,23 @@ class RuleInstance final : public net::Listener::Callbacks {
   pump::Context& pumps() { return pumps_; }
   const std::shared_ptr<const Rule>& rule() const { return rule_; }
   int worker() const { return worker_; }
+  // The address the listener is bound to (for the access log).
+  const net::Address& listen_address() const { return listen_address_; }
   const std::string& key() const { return key_; }
   // Unlinks a closed session (accepted under `rule`) and passes it to the
   // loop's deferred deletion.
   void Release(Session* session, const Rule& rule);
 
  private:
+  // Counts (and logs) a connection refused before it became a session.
+  void Refused(Outcome outcome, const net::Address& peer);
+
   event::Loop& loop_;
   pump::Context& pumps_;
   const int worker_;  // the counters' slot
   std::shared_ptr<const Rule> rule_;
   const std::string key_;
+  net::Address listen_address_;
   std::optional<net::Listener> listener_;
   Session* head_ = nullptr;  // intrusive list of live sessions
   size_t session_count_ = 0;

@@ -22,11 +22,16 @@ class RuleInstance;
 // RuleInstance, and ends by Close(), which closes the sockets at once and
 // hands the object to Loop::DeferDelete().
 //
-// Lifecycle: Start() connects to the rule's endpoints in order (up to
-// connect_attempts, each bounded by connect_timeout), then relays both
-// directions. EOF on one side becomes a FIN on the other; the session ends
-// when both directions are done (outcome ok), on a reset or error (the other
-// side is reset too; outcome error), or on a timeout.
+// Lifecycle: with proxy_protocol.accept, Start() first reads the client's
+// PROXY header (from a trusted peer, within its timeout), whose client
+// address then stands for the client. Then come the checks that need the
+// client (ACL for PROXY rules, max_connections_per_source), the target
+// (transparent: redirect) and the delay. It connects to the endpoints in
+// order (up to connect_attempts, each bounded by connect_timeout), then
+// relays both directions, paced by the rule's rate limits. EOF on one side
+// becomes a FIN on the other (unless close: lazy); the session ends when
+// both directions are done (outcome ok), on a reset or error (the other side
+// is reset too; outcome error), or on a timeout; the access log gets a line.
 class Session final : public event::Deletable {
  public:
   Session(RuleInstance& owner, base::Fd client, const net::Address& peer);
@@ -42,7 +47,16 @@ class Session final : public event::Deletable {
   Session* next = nullptr;
 
  private:
-  enum class State { kDelaying, kConnecting, kRelaying, kClosed };
+  enum class State { kHeader, kDelaying, kConnecting, kRelaying, kClosed };
+
+  // Rate limiting of a rule that has it: a pacer per direction and the
+  // timer that wakes a paced direction.
+  struct Pacing {
+    explicit Pacing(Session& s) : timer(s.loop_, [&s] { s.Drive(); }) {}
+    pump::Pacer to_target;
+    pump::Pacer to_client;
+    event::Timer timer;
+  };
 
   // Each socket has its own epoll handler so events say which side they are for.
   class Side final : public event::Handler {
@@ -63,6 +77,11 @@ class Session final : public event::Deletable {
     Session& session_;
   };
 
+  void ReadProxyHeader(bool peer_closed);
+  // The checks after the client is known, then the delay or the connect.
+  void Admit();
+  const net::Address& Endpoint() const;
+  void LogAccess(Outcome outcome);
   void OnClientEvents(uint32_t events);
   void OnUpstreamEvents(uint32_t events);
   void Connect();
@@ -84,7 +103,10 @@ class Session final : public event::Deletable {
   State state_ = State::kConnecting;
   base::Fd client_;
   base::Fd upstream_;
-  net::Address peer_;
+  net::Address peer_;  // the client: the PROXY header's when accepted
+  std::unique_ptr<net::Address> declared_dst_;    // the PROXY header's destination
+  std::unique_ptr<net::Address> redirect_target_;  // transparent: redirect
+  std::unique_ptr<Pacing> pacing_;
   Side client_side_{*this, false};
   Side upstream_side_{*this, true};
   Wake wake_{*this};
@@ -98,6 +120,8 @@ class Session final : public event::Deletable {
   int64_t attempt_started_nanos_ = 0;
   int64_t last_activity_nanos_ = 0;
   int64_t half_closed_nanos_ = 0;  // when the first direction finished; 0 = not yet
+  int64_t started_unix_nanos_ = 0;  // for the access log
+  bool source_counted_ = false;     // in the rule's SourceCounts
 };
 
 }  // namespace ferry::proxy

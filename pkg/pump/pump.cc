@@ -67,7 +67,7 @@ bool Pump::Finish() {
   // Every byte read before EOF has been written: pass the FIN on.
   ReleaseBuffer();
   ReleasePipe();
-  int err = ctx_.sys.Shutdown(dst_, SHUT_WR);
+  int err = propagate_eof_ ? ctx_.sys.Shutdown(dst_, SHUT_WR) : 0;
   if (err != 0 && err != ENOTCONN) {
     Fail(err);
     return false;
@@ -86,9 +86,18 @@ void Pump::Prefix(absl::string_view bytes) {
   SetBuffered(n);
 }
 
-Pump::State Pump::Run(size_t budget) {
+size_t Pump::ReadAllowance(size_t want) {
+  if (pacer_ == nullptr) return want;
+  size_t allowed = static_cast<size_t>(pacer_->Allow(want, now_nanos_));
+  if (allowed == 0) paced_until_ = now_nanos_ + pacer_->WaitNanos(now_nanos_);
+  return allowed;
+}
+
+Pump::State Pump::Run(size_t budget, int64_t now_nanos) {
   if (state_ != State::kActive) return state_;
   more_work_ = false;
+  now_nanos_ = now_nanos;
+  paced_until_ = 0;
   for (;;) {
     bool go_on = mode_ == metrics::PumpMode::kCopy ? CopyStep(&budget) : SpliceStep(&budget);
     if (!go_on) break;
@@ -130,9 +139,12 @@ bool Pump::CopyStep(size_t* budget) {
     small_chunks_ = 0;
     return true;
   }
+  size_t want = ReadAllowance(BufferPool::kSize);
+  if (want == 0) return false;  // paced: Run() again at paced_until()
   buffer_ = ctx_.buffers.Get();
   offset_ = 0;
-  net::IoResult r = ctx_.sys.Recv(src_, buffer_, BufferPool::kSize);
+  net::IoResult r = ctx_.sys.Recv(src_, buffer_, want);
+  ReadDone(want, r.bytes > 0 ? static_cast<size_t>(r.bytes) : 0);
   if (r.err == EAGAIN) {
     readable_ = false;
     read_to_eagain_ = false;
@@ -144,7 +156,7 @@ bool Pump::CopyStep(size_t* budget) {
     Fail(r.err);
     return false;
   }
-  if (r.bytes > 0 && static_cast<size_t>(r.bytes) < BufferPool::kSize && !read_to_eagain_) {
+  if (r.bytes > 0 && static_cast<size_t>(r.bytes) < want && !read_to_eagain_) {
     readable_ = false;  // drained: the next edge will say when there is more
   }
   if (r.bytes == 0) {
@@ -222,7 +234,13 @@ bool Pump::SpliceStep(size_t* budget) {
       return true;
     }
   }
-  net::IoResult r = ctx_.sys.Splice(src_, pipe_.write.get(), kPipeBytes - buffered_);
+  size_t want = ReadAllowance(kPipeBytes - buffered_);
+  if (want == 0) {
+    if (buffered_ == 0) ReleasePipe();
+    return false;  // paced: Run() again at paced_until()
+  }
+  net::IoResult r = ctx_.sys.Splice(src_, pipe_.write.get(), want);
+  ReadDone(want, r.bytes > 0 ? static_cast<size_t>(r.bytes) : 0);
   if (r.err == EAGAIN) {
     if (buffered_ == 0) {
       // An empty pipe and EAGAIN: the socket is drained.

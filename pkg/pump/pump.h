@@ -7,6 +7,7 @@
 #include "pkg/metrics/loop_stats.h"
 #include "pkg/net/sys_ops.h"
 #include "pkg/pump/pools.h"
+#include "pkg/pump/token_bucket.h"
 
 namespace ferry::pump {
 
@@ -63,15 +64,26 @@ class Pump {
   // Queues `bytes` (at most BufferPool::kSize) to be written to dst before
   // anything read from src. Only before the first Run().
   void Prefix(absl::string_view bytes);
+  // Limits reads from src to what `pacer` (borrowed, outliving the Pump)
+  // allows, in copy and splice mode alike. Reads stop, never writes: bytes
+  // read are always delivered, and the EOF comes after them.
+  void SetPacer(Pacer* pacer) { pacer_ = pacer; }
+  // Don't pass src's EOF on to dst: the direction ends without a FIN
+  // (close: lazy, for peers that take a half-close for a full one).
+  void KeepDstOpen() { propagate_eof_ = false; }
 
   // Moves bytes until src has none, dst has no room, `budget` bytes have been
   // moved (then more_work() is true and the caller must call Run() again
-  // later), or the direction ends. kDone: EOF reached dst as a FIN.
+  // later), the pacer says wait (then paced_until() is when to call Run()
+  // again), or the direction ends. kDone: EOF reached dst as a FIN.
   // kError: a syscall failed with error() (ECONNRESET, EPIPE, ...).
-  State Run(size_t budget);
+  // `now_nanos`: the loop's time, for the pacer.
+  State Run(size_t budget, int64_t now_nanos = 0);
 
   State state() const { return state_; }
   bool more_work() const { return more_work_; }
+  // After Run(): 0, or the time at which the pacer lets it read again.
+  int64_t paced_until() const { return paced_until_; }
   int error() const { return error_; }
   uint64_t bytes() const { return bytes_; }  // bytes written to dst so far
   size_t buffered() const { return buffered_; }  // bytes read from src, not yet written
@@ -82,6 +94,11 @@ class Pump {
   bool src_eof() const { return eof_; }
 
  private:
+  // What the next read may take: `want`, or less under a pacer (0: paced).
+  size_t ReadAllowance(size_t want);
+  void ReadDone(size_t allowed, size_t read) {
+    if (pacer_ != nullptr) pacer_->Used(allowed, read);
+  }
   // Each returns false when the Pump must stop (blocked, ended or failed).
   bool CopyStep(size_t* budget);
   bool SpliceStep(size_t* budget);
@@ -101,6 +118,10 @@ class Pump {
   const int src_;
   const int dst_;
   metrics::Gauge* const rule_buffered_;
+  Pacer* pacer_ = nullptr;
+  int64_t now_nanos_ = 0;
+  int64_t paced_until_ = 0;
+  bool propagate_eof_ = true;
   metrics::PumpMode mode_ = metrics::PumpMode::kCopy;
   State state_ = State::kActive;
   bool readable_ = true;  // unknown until EAGAIN says otherwise

@@ -67,7 +67,7 @@ std::vector<RuleSum> SumRules(const RuleTable& table) {
     }
     for (const proxy::EndpointCounters* c : UniqueEndpoints(rule)) {
       RuleSum::Endpoint ep;
-      ep.key = c->address.ToString();
+      ep.key = c->key;
       for (int w = 0; w < rule.counters->workers; ++w) {
         ep.to_target += c->per_worker[w].bytes_to_target.value();
         ep.to_client += c->per_worker[w].bytes_to_client.value();

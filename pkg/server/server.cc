@@ -173,7 +173,7 @@ absl::Status Server::Apply(config::v1::Config config, absl::string_view source,
   next->source = std::string(source);
   next->version = std::string(version);
   for (const auto& rule_config : config.rules()) {
-    FERRY_ASSIGN_OR_RETURN(std::shared_ptr<proxy::Rule> rule, proxy::BuildRule(rule_config));
+    FERRY_ASSIGN_OR_RETURN(std::shared_ptr<proxy::Rule> rule, proxy::BuildRule(rule_config, &access_logs_));
     const RuleTable::Entry* previous = running->Find(rule->name);
     proxy::AttachCounters(*rule, previous ? previous->rule.get() : nullptr, workers);
     FERRY_ASSIGN_OR_RETURN(std::string key, ListenerKey(*rule));
@@ -311,8 +311,10 @@ std::shared_ptr<const RuleTable> Server::table() const {
 
 std::vector<const proxy::EndpointCounters*> UniqueEndpoints(const proxy::Rule& rule) {
   std::vector<const proxy::EndpointCounters*> out;
-  for (const auto& c : rule.endpoint_counters) {
-    if (std::find(out.begin(), out.end(), c.get()) == out.end()) out.push_back(c.get());
+  for (const auto* list : {&rule.endpoint_counters, &rule.redirect_counters}) {
+    for (const auto& c : *list) {
+      if (std::find(out.begin(), out.end(), c.get()) == out.end()) out.push_back(c.get());
+    }
   }
   return out;
 }
@@ -530,6 +532,9 @@ void Server::RunUntilSignal() {
       }
       if (sig == SIGUSR1) {
         FERRY_LOG(kInfo, "signal", {{"signal", "SIGUSR1"}, {"action", "reopen logs"}});
+        if (absl::Status s = ReopenLogs(); !s.ok()) {
+          FERRY_LOG(kError, "cannot reopen a log file", {{"error", s.message()}});
+        }
         continue;
       }
       ++terms;

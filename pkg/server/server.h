@@ -126,6 +126,8 @@ class Server {
   LoopTotals LoopTotalsSum() const;
   int64_t ActiveConnections() const;
   uint64_t reloads(absl::string_view result) const;
+  // Reopens every access log file (SIGUSR1, after logrotate moved them).
+  absl::Status ReopenLogs() { return access_logs_.ReopenAll(); }
 
   // Every ferry_* and process_* family, summed over the workers' counters.
   // Thread-safe: the admin server calls it from its own threads.
@@ -161,6 +163,7 @@ class Server {
   std::mutex reload_mu_;                    // one Apply at a time; guards unix_listeners_
   std::map<std::string, UnixListener> unix_listeners_;  // by key
   std::unique_ptr<config::FileSource> file_source_;     // on control_
+  proxy::AccessLogs access_logs_;  // the rules' access logs, one per path
   std::atomic<uint64_t> reloads_ok_{0};
   std::atomic<uint64_t> reloads_failed_{0};
   std::atomic<int64_t> last_success_unix_nanos_{0};
@@ -178,8 +181,8 @@ class Server {
   bool started_ = false;
 };
 
-// A rule's endpoint counters, each once (a target listed twice, or two names
-// of one address, share theirs).
+// A rule's endpoint counters (and its redirect CIDRs'), each once: a target
+// listed twice, or two names of one address, share theirs.
 std::vector<const proxy::EndpointCounters*> UniqueEndpoints(const proxy::Rule& rule);
 
 // Blocks SIGTERM, SIGINT, SIGHUP and SIGUSR1 in the calling thread, and so in every

@@ -247,8 +247,8 @@ const BadCase kBadFiles[] = {
      {"rules[0].insert.base64: not valid base64"}},
     {"InsertEmpty", RuleWith("insert: {}"),
      {"rules[0].insert: needs one of file, text or base64"}},
-    {"InsertTooBig", RuleWith("insert: {text: \"" + std::string(65537, 'x') + "\"}"),
-     {"rules[0].insert: 65537 bytes, more than the maximum of 65536"}},
+    {"InsertTooBig", RuleWith("insert: {text: \"" + std::string(65281, 'x') + "\"}"),
+     {"rules[0].insert: 65281 bytes, more than the maximum of 65280"}},
     {"DelayNegative", RuleWith("delay: \"-1s\""),
      {R"(rules[0].delay: negative duration "-1s")"}},
     // The file as a whole.
@@ -305,9 +305,34 @@ const BadCase kBadFiles[] = {
     {"BalanceNotImplemented",
      RuleWith("balance: least_bytes"),
      {"rules[0].balance: not implemented in this build"}},
-    {"ProxyProtocolNotImplemented",
-     RuleWith("proxy_protocol: {send: v2}"),
-     {"rules[0].proxy_protocol: not implemented in this build"}},
+    {"ProxyProtocolAcceptNeedsTrusted",
+     RuleWith("proxy_protocol: {accept: true}"),
+     {"rules[0].proxy_protocol.trusted: required with accept: the CIDRs of the proxies whose "
+      "header is believed"}},
+    {"ProxyProtocolTrustedWithoutAccept",
+     RuleWith("proxy_protocol: {send: v1, trusted: [\"10.0.0.0/8\"]}"),
+     {"rules[0].proxy_protocol.trusted: only means something with accept: true"}},
+    {"ProxyProtocolBadTrustedCidr",
+     RuleWith("proxy_protocol: {accept: true, trusted: [\"10.0.0.0/33\"]}"),
+     {"rules[0].proxy_protocol.trusted[0]: bad prefix length 33"}},
+    {"ProxyProtocolBadVersion",
+     RuleWith("proxy_protocol: {send: v3}"),
+     {"rules[0].proxy_protocol.send: unknown value \"v3\" (allowed: v1, v2)"}},
+    {"ProxyProtocolZeroTimeout",
+     RuleWith("proxy_protocol: {accept: true, trusted: [\"127.0.0.1\"], timeout: 0s}"),
+     {"rules[0].proxy_protocol.timeout: must be more than 0s"}},
+    {"AllowTargetsWithoutRedirect",
+     RuleWith("allow_targets: [\"10.0.0.0/8\"]"),
+     {"rules[0].allow_targets: only means something with transparent: redirect"}},
+    {"RedirectBadAllowTarget",
+     R"(rules: [{name: a, listen: ":1", transparent: redirect, allow_targets: ["10.0.0.0/40"]}])",
+     {"rules[0].allow_targets[0]: bad prefix length 40"}},
+    {"CloseUnknown",
+     RuleWith("close: full"),
+     {"rules[0].close: unknown value \"full\" (allowed: half, lazy)"}},
+    {"AccessLogUnknownFormat",
+     RuleWith("access_log: {format: apache}"),
+     {"rules[0].access_log.format: unknown value \"apache\" (allowed: none, text, json, clf)"}},
     {"TargetWeightNotImplemented",
      R"(rules: [{name: a, listen: ":1", targets: ["h:1", {address: "h:2", weight: 2}]}])",
      {"rules[0].targets[1].weight: not implemented in this build"}},
@@ -633,14 +658,14 @@ TEST(ValidateTest, RejectsSetFieldsThisBuildDoesNotImplement) {
       listen: ":80"
       targets { address: "h:1" weight: 3 }
       balance: BALANCE_RANDOM
-      rate_limit { connection_bytes_per_second: 1 }
+      source_addresses: "127.0.0.2"
     }
   )pb");
   EXPECT_THAT(Strings(Validate(config)),
               ElementsAre("dns: not implemented in this build",
                           "rules[0].targets[0].weight: not implemented in this build",
                           "rules[0].balance: not implemented in this build",
-                          "rules[0].rate_limit: not implemented in this build"));
+                          "rules[0].source_addresses: not implemented in this build"));
 }
 
 TEST(ValidateTest, RejectsNegativeAndMalformedDurations) {
@@ -665,13 +690,27 @@ TEST(ValidateTest, RejectsNegativeAndMalformedDurations) {
                           "1000000000)"));
 }
 
-TEST(ValidateTest, RedirectRulesNeedNoTargets) {
-  // Not implemented yet, so it is reported as such, but not as missing targets.
+TEST(ValidateTest, RedirectRulesNeedTargetsOrAllowTargetsNeverAnOpenRelay) {
   Config config = TextProto(R"pb(
     rules { name: "tp" listen: ":80" transparent: TRANSPARENT_REDIRECT }
+    rules {
+      name: "ok"
+      listen: ":81"
+      transparent: TRANSPARENT_REDIRECT
+      allow_targets: "10.0.0.0/8"
+    }
+    rules {
+      name: "unix"
+      listen: "unix:/tmp/x.sock"
+      transparent: TRANSPARENT_REDIRECT
+      targets { address: "h:1" }
+    }
   )pb");
   EXPECT_THAT(Strings(Validate(config)),
-              ElementsAre("rules[0].transparent: not implemented in this build"));
+              ElementsAre("rules[0].allow_targets: transparent: redirect needs targets or "
+                          "allow_targets: the destinations it may reach (it is never an open "
+                          "relay)",
+                          "rules[2].transparent: redirect needs a TCP listener, not a unix socket"));
 }
 
 // ---------------------------------------------------------------------------
