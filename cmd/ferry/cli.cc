@@ -20,6 +20,8 @@
 #include "cmd/ferry/pipe.h"
 #include "cmd/ferry/version.h"
 #include "pkg/base/log.h"
+#include "pkg/base/privileges.h"
+#include "pkg/metrics/progress.h"
 #include "pkg/config/loader.h"
 #include "pkg/net/address.h"
 #include "pkg/server/server.h"
@@ -69,14 +71,21 @@ Flags:
   --max-lifetime DUR         close any connection after (default unlimited)
   --max-connections N        concurrent connections (default unlimited)
   --insert-file FILE         write FILE's bytes (at most 65280) to the target first
+  --proxy-protocol v1|v2     tell the target who the client is with a PROXY header
+  --progress                 bytes and rate relayed, on stderr once a second
+  --user NAME                drop root for NAME once bound (keeps the right to bind
+                             ports below 1024)
   --admin ADDR               serve the status page (/), /metrics, /healthz, /readyz and
                              /endpoints on ADDR (default off)
 )";
 
-constexpr const char* kRunUsage = R"(Usage: ferry run --config FILE
+constexpr const char* kRunUsage = R"(Usage: ferry run --config FILE [--user NAME]
 
 Runs every rule of FILE until SIGTERM or SIGINT, then drains (drain.delay,
-drain.timeout) and exits 0. The admin endpoint (status page at /, /metrics,
+drain.timeout) and exits 0. FILE is watched (a Kubernetes ConfigMap update
+included) and re-read on SIGHUP: a valid change applies without dropping a
+connection, an invalid one is logged and the running config stays. SIGUSR1
+reopens the access log files. --user drops root once bound. The admin endpoint (status page at /, /metrics,
 /healthz, /readyz, /endpoints, and /config with admin.expose_config) listens
 on admin.listen: 127.0.0.1:9901 when the file has no admin section, off with
 admin: {listen: ""}.
@@ -196,17 +205,44 @@ class Command {
   }
 
   // Runs a validated config until a signal ends it.
-  int Serve(const config::v1::Config& config, int workers,
-            server::Server::Options options = server::Server::Options()) {
-    options.workers = workers;
+  // What Serve does besides running the config.
+  struct ServeOptions {
+    server::Server::Options server;
+    std::string user;           // --user: drop root to it once bound
+    std::string progress_rule;  // --progress: this rule's bytes on stderr
+  };
+
+  int Serve(const config::v1::Config& config, int workers, ServeOptions options = {}) {
+    options.server.workers = workers;
     server::BlockTerminationSignals();  // before any thread starts
-    auto server = server::Server::Create(config, options);
+    auto server = server::Server::Create(config, options.server);
     if (!server.ok()) {
       base::Log(base::LogLevel::kError, "cannot start",
                 {{"error", std::string(server.status().message())}});
       return 1;
     }
+    if (!options.user.empty()) {
+      // Bound: root is no longer needed, except to bind a low port at a
+      // reload, which the capability kept covers. The threads that bind
+      // (control, workers) start after this, so they inherit it.
+      if (absl::Status s = base::DropPrivileges(options.user); !s.ok()) {
+        base::Log(base::LogLevel::kError, "cannot drop privileges",
+                  {{"user", options.user}, {"error", std::string(s.message())}});
+        return 1;
+      }
+      base::Log(base::LogLevel::kInfo, "privileges dropped", {{"user", options.user}});
+    }
+    std::optional<metrics::ProgressReporter> progress;
+    if (!options.progress_rule.empty()) {
+      server::Server* s = server->get();
+      std::string rule = options.progress_rule;
+      progress.emplace(err_, [s, rule] {
+        server::RuleTotals t = s->Totals(rule);
+        return t.bytes_to_target + t.bytes_to_client;
+      });
+    }
     (*server)->RunUntilSignal();
+    if (progress) progress->Stop();
     return 0;
   }
 
@@ -246,7 +282,8 @@ int Forward(const std::vector<std::string>& args, std::ostream& out, std::ostrea
       {"name", {true}},           {"allow", {true}},           {"deny", {true}},
       {"connect-timeout", {true}}, {"connect-attempts", {true}}, {"idle-timeout", {true}},
       {"half-close-timeout", {true}}, {"max-lifetime", {true}}, {"max-connections", {true}},
-      {"admin", {true}},          {"insert-file", {true}},
+      {"admin", {true}},          {"insert-file", {true}},     {"proxy-protocol", {true}},
+      {"progress", {false}},      {"user", {true}},
   };
   if (!ParseFlags(args, 1, specs, &p, &error)) return cmd.Usage(error);
   if (p.help) {
@@ -304,19 +341,33 @@ int Forward(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   }
   if (auto v = Last(p, "admin")) config.mutable_admin()->set_listen(*v);
   if (auto v = Last(p, "insert-file")) rule->mutable_insert()->set_file(*v);
+  if (auto v = Last(p, "proxy-protocol")) {
+    if (*v == "v1") {
+      rule->mutable_proxy_protocol()->set_send(config::v1::ProxyProtocol::VERSION_V1);
+    } else if (*v == "v2") {
+      rule->mutable_proxy_protocol()->set_send(config::v1::ProxyProtocol::VERSION_V2);
+    } else {
+      return cmd.Usage(absl::StrCat("bad --proxy-protocol \"", *v, "\" (v1, v2)"));
+    }
+  }
   std::vector<config::Diagnostic> problems = config::Validate(config);
   if (!problems.empty()) {
     // Map config paths back to what the user typed.
     return cmd.Usage(problems.front().ToString());
   }
-  return cmd.Serve(config, workers);
+  Command::ServeOptions options;
+  if (auto v = Last(p, "user")) options.user = *v;
+  if (Last(p, "progress")) options.progress_rule = rule->name();
+  return cmd.Serve(config, workers, options);
 }
 
 int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   Command cmd(out, err, "run");
   Parsed p;
   std::string error;
-  if (!ParseFlags(args, 1, {{"config", {true}}}, &p, &error)) return cmd.Usage(error);
+  if (!ParseFlags(args, 1, {{"config", {true}}, {"user", {true}}}, &p, &error)) {
+    return cmd.Usage(error);
+  }
   if (p.help) {
     out << kRunUsage << kCommonFlags;
     return 0;
@@ -339,11 +390,12 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     for (const auto& d : loaded.errors) err << *path << ": " << d.ToString() << "\n";
     return 1;
   }
-  server::Server::Options options;
-  options.config_path = *path;
-  options.config_version = config::ContentHash(text);
+  Command::ServeOptions options;
+  options.server.config_path = *path;
+  options.server.config_version = config::ContentHash(text);
   // The admin endpoint is on unless the file says otherwise (admin: {listen: ""}).
-  options.default_admin = kDefaultAdmin;
+  options.server.default_admin = kDefaultAdmin;
+  if (auto v = Last(p, "user")) options.user = *v;
   return cmd.Serve(loaded.config, workers, options);
 }
 

@@ -192,7 +192,7 @@ absl::Status Server::Apply(config::v1::Config config, absl::string_view source,
     }
     if (kept != nullptr) {
       e.bound = kept->bound;
-      for (int w = 0; w < workers; ++w) specs[w].push_back({e.rule, e.key});
+      for (int w = 0; w < workers; ++w) specs[w].push_back({e.rule, e.key, -1, base::Fd(), false});
       continue;
     }
     FERRY_ASSIGN_OR_RETURN(Bind b, BindListener(*e.rule, workers));

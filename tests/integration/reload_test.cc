@@ -5,7 +5,10 @@
 // disappear once they are gone; new rules start with their series at 0; a
 // bad config changes nothing and is counted.
 
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -17,7 +20,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "pkg/config/file_source.h"
 #include "tests/testing/admin.h"
+#include "tests/testing/child_process.h"
 #include "tests/testing/data.h"
 #include "tests/testing/relay.h"
 #include "tests/testing/sockets.h"
@@ -350,6 +355,118 @@ TEST(ReloadTest, MovedListenerServesTheNewAddressAndDrainsTheOld) {
   EXPECT_EQ(EchoRoundTrip(live.fd.get(), "old"), "");
   // One rule, one set of counters: both connections count as main's.
   EXPECT_EQ(r.totals().active, 2);
+}
+
+}  // namespace
+}  // namespace ferry::testing
+
+namespace ferry::testing {
+namespace {
+
+// The address in the last `key` ... `address=ADDR` log line of `ferry`.
+absl::StatusOr<net::Address> LoggedAddress(ChildProcess& ferry, const std::string& key) {
+  if (!ferry.WaitForStderr(key, Millis(10000))) {
+    return absl::NotFoundError(absl::StrCat("no \"", key, "\" in:\n", ferry.Stderr()));
+  }
+  std::string err = ferry.Stderr();
+  size_t at = err.rfind(key);
+  size_t begin = err.find("address=", at) + 8;
+  size_t end = err.find_first_of(" \n", begin);
+  return net::Address::ParseLiteral(err.substr(begin, end - begin));
+}
+
+// A directory laid out like a Kubernetes ConfigMap volume, updated the way
+// kubelet updates it: a new ..TIMESTAMP dir, a ..data_tmp symlink to it
+// renamed over ..data, the old dir removed.
+class ConfigMapDir {
+ public:
+  explicit ConfigMapDir(const std::string& content) { Swap(content); }
+  std::string path() const { return dir_.File("config.yaml"); }
+  void Swap(const std::string& content) {
+    std::string ts = absl::StrCat("..2026_11_22_03_00_00.", ++generation_);
+    std::string ts_dir = dir_.File(ts);
+    ASSERT_EQ(::mkdir(ts_dir.c_str(), 0755), 0);
+    dir_.Write(ts + "/config.yaml", content);
+    ASSERT_EQ(::symlink(ts.c_str(), dir_.File("..data_tmp").c_str()), 0);
+    ASSERT_EQ(::rename(dir_.File("..data_tmp").c_str(), dir_.File("..data").c_str()), 0);
+    if (generation_ == 1) {
+      ASSERT_EQ(::symlink("..data/config.yaml", path().c_str()), 0);
+    } else {
+      std::string old = dir_.File(absl::StrCat("..2026_11_22_03_00_00.", generation_ - 1));
+      ASSERT_EQ(::unlink((old + "/config.yaml").c_str()), 0);
+      ASSERT_EQ(::rmdir(old.c_str()), 0);
+    }
+  }
+
+ private:
+  TempDir dir_;
+  int generation_ = 0;
+};
+
+TEST(ReloadRunTest, ConfigMapSwapsInvalidFilesAndSighupThroughTheRealBinary) {
+  auto echo = TaggedEcho("E");
+  const std::string main_rule = RuleYaml("main", "127.0.0.1:0", echo->target());
+  const std::string second = RuleYaml("second", "127.0.0.1:0", echo->target());
+  ConfigMapDir dir(Yaml(main_rule));
+  auto child = ChildProcess::Start(FerryBinary(),
+                                   {"run", "--config", dir.path(), "--workers", "2"});
+  ASSERT_TRUE(child.ok()) << child.status();
+  ChildProcess& ferry = **child;
+  auto main_address = WaitListening(ferry, "main");
+  ASSERT_TRUE(main_address.ok()) << main_address.status();
+  auto admin = LoggedAddress(ferry, "msg=\"admin listening\"");
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  Connected live = Connect(*main_address);
+  ASSERT_EQ(ReadTag(live.fd.get()), "E");
+
+  // A kubelet update adds a rule.
+  const std::string with_second = Yaml(main_rule + second);
+  dir.Swap(with_second);
+  auto second_address = LoggedAddress(ferry, "msg=\"listening\" rule=second");
+  ASSERT_TRUE(second_address.ok()) << second_address.status();
+  Connected c = Connect(*second_address);
+  ASSERT_TRUE(c.fd.valid()) << std::strerror(c.err);
+  EXPECT_EQ(ReadTag(c.fd.get()), "E");
+  auto m = Samples(HttpGet(*admin, "/metrics").body);
+  EXPECT_EQ(m[R"(ferry_config_reloads_total{source="file",result="success"})"], 1);
+  EXPECT_EQ(m[absl::StrCat(R"(ferry_config_version_info{source="file",version=")",
+                           config::ContentHash(with_second), "\"}")],
+            1);
+
+  // An invalid update is refused with its path; everything keeps running.
+  dir.Swap(Yaml(main_rule + RuleYaml("second", "127.0.0.1:70000", echo->target())));
+  ASSERT_TRUE(ferry.WaitForStderr("config reload failed", Millis(10000))) << ferry.Stderr();
+  EXPECT_TRUE(absl::StrContains(ferry.Stderr(), "path=rules[1].listen")) << ferry.Stderr();
+  m = Samples(HttpGet(*admin, "/metrics").body);
+  EXPECT_EQ(m[R"(ferry_config_reloads_total{source="file",result="failure"})"], 1);
+  EXPECT_EQ(EchoRoundTrip(live.fd.get(), "still"), "");
+  Connected c2 = Connect(*second_address);
+  EXPECT_EQ(ReadTag(c2.fd.get()), "E");
+
+  // Fixed again; then SIGHUP applies the file even though it did not change.
+  dir.Swap(with_second);
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return Samples(HttpGet(*admin, "/metrics").body)
+                   [R"(ferry_config_reloads_total{source="file",result="success"})"] == 2;
+      },
+      Millis(10000)));
+  ASSERT_TRUE(ferry.Signal(SIGHUP));
+  ASSERT_TRUE(ferry.WaitForStderr("trigger=signal", Millis(10000))) << ferry.Stderr();
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return Samples(HttpGet(*admin, "/metrics").body)
+                   [R"(ferry_config_reloads_total{source="file",result="success"})"] == 3;
+      },
+      Millis(10000)));
+  EXPECT_EQ(EchoRoundTrip(live.fd.get(), "through it all"), "");
+
+  live.fd.Reset();
+  c.fd.Reset();
+  c2.fd.Reset();
+  ASSERT_TRUE(ferry.Signal(SIGTERM));
+  ASSERT_TRUE(ferry.WaitExit(Millis(5000)).has_value());
+  EXPECT_EQ(ferry.exit_code(), 0) << ferry.Stderr();
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -36,15 +37,43 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Start(
     ::close(out_pipe[1]);
     return absl::InternalError("pipe2");
   }
-  int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  int stdin_fd = -1;
+  if (!options.stdin_file.empty()) {
+    stdin_fd = ::open(options.stdin_file.c_str(), O_RDONLY | O_CLOEXEC);
+  } else if (options.stdin_bytes.has_value()) {
+    stdin_fd = ::memfd_create("ferry-test-stdin", MFD_CLOEXEC);
+    const std::string& bytes = *options.stdin_bytes;
+    for (size_t done = 0; stdin_fd >= 0 && done < bytes.size();) {
+      ssize_t n = ::write(stdin_fd, bytes.data() + done, bytes.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        ::close(stdin_fd);
+        stdin_fd = -1;
+        break;
+      }
+      done += static_cast<size_t>(n);
+    }
+    if (stdin_fd >= 0) ::lseek(stdin_fd, 0, SEEK_SET);
+  } else {
+    stdin_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+  if (stdin_fd < 0) {
+    int err = errno;
+    for (int fd : {out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) ::close(fd);
+    return absl::InternalError(absl::StrCat("child stdin: ", std::strerror(err)));
+  }
   rlimit limit{static_cast<rlim_t>(options.max_fds), static_cast<rlim_t>(options.max_fds)};
   pid_t parent = ::getpid();
   pid_t pid = ::fork();
-  if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
+  if (pid < 0) {
+    int err = errno;
+    for (int fd : {out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1], stdin_fd}) ::close(fd);
+    return absl::InternalError(absl::StrCat("fork: ", std::strerror(err)));
+  }
   if (pid == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(126);
-    ::dup2(devnull, 0);
+    ::dup2(stdin_fd, 0);
     ::dup2(out_pipe[1], 1);
     ::dup2(err_pipe[1], 2);
     // Unblock every signal the test process may have blocked.
@@ -58,7 +87,7 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Start(
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
-  ::close(devnull);
+  ::close(stdin_fd);
   ::close(out_pipe[1]);
   ::close(err_pipe[1]);
   std::unique_ptr<ChildProcess> child(new ChildProcess());

@@ -27,9 +27,14 @@ class ChildProcess {
   struct Options {
     // RLIMIT_NOFILE (soft and hard) set in the child before exec; 0 = inherit.
     uint64_t max_fds = 0;
+    // The child's stdin: the file `stdin_file` when set, else `stdin_bytes`
+    // (from an in-memory file, so the child can read it at its own pace)
+    // when set, else /dev/null.
+    std::string stdin_file;
+    std::optional<std::string> stdin_bytes;
   };
 
-  // Starts `path` with `args` (argv[1..]); stdin is /dev/null. The child gets
+  // Starts `path` with `args` (argv[1..]); stdin as `options` say. The child gets
   // SIGKILL if this thread dies first (PR_SET_PDEATHSIG).
   static absl::StatusOr<std::unique_ptr<ChildProcess>> Start(const std::string& path,
                                                              const std::vector<std::string>& args,
