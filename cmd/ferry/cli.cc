@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "cmd/ferry/flags.h"
 #include "cmd/ferry/import.h"
 #include "cmd/ferry/pipe.h"
 #include "cmd/ferry/version.h"
@@ -71,6 +72,7 @@ Flags:
   --max-lifetime DUR         close any connection after (default unlimited)
   --max-connections N        concurrent connections (default unlimited)
   --insert-file FILE         write FILE's bytes (at most 65280) to the target first
+  --rate BYTES               bytes per second per connection, each way (512K, 10M)
   --proxy-protocol v1|v2     tell the target who the client is with a PROXY header
   --progress                 bytes and rate relayed, on stderr once a second
   --user NAME                drop root for NAME once bound (keeps the right to bind
@@ -283,7 +285,7 @@ int Forward(const std::vector<std::string>& args, std::ostream& out, std::ostrea
       {"connect-timeout", {true}}, {"connect-attempts", {true}}, {"idle-timeout", {true}},
       {"half-close-timeout", {true}}, {"max-lifetime", {true}}, {"max-connections", {true}},
       {"admin", {true}},          {"insert-file", {true}},     {"proxy-protocol", {true}},
-      {"progress", {false}},      {"user", {true}},
+      {"progress", {false}},      {"user", {true}},            {"rate", {true}},
   };
   if (!ParseFlags(args, 1, specs, &p, &error)) return cmd.Usage(error);
   if (p.help) {
@@ -341,6 +343,15 @@ int Forward(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   }
   if (auto v = Last(p, "admin")) config.mutable_admin()->set_listen(*v);
   if (auto v = Last(p, "insert-file")) rule->mutable_insert()->set_file(*v);
+  if (auto v = Last(p, "rate")) {
+    uint64_t rate = 0;
+    if (!ParseRate(*v, &rate)) {
+      return cmd.Usage(absl::StrCat("bad --rate \"", *v,
+                                    "\" (bytes per second: a positive integer, K, M or G for "
+                                    "IEC multiples, e.g. 512K)"));
+    }
+    rule->mutable_rate_limit()->set_connection_bytes_per_second(rate);
+  }
   if (auto v = Last(p, "proxy-protocol")) {
     if (*v == "v1") {
       rule->mutable_proxy_protocol()->set_send(config::v1::ProxyProtocol::VERSION_V1);

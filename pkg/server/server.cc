@@ -11,6 +11,7 @@
 #include <iterator>
 #include <fstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -18,6 +19,7 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "pkg/config/loader.h"
 #include "pkg/base/log.h"
+#include "pkg/base/privileges.h"
 #include "pkg/base/status.h"
 #include "pkg/net/socket.h"
 
@@ -95,7 +97,12 @@ absl::StatusOr<Bind> BindListener(const proxy::Rule& rule, int workers) {
   Bind b;
   FERRY_ASSIGN_OR_RETURN(b.bound, net::ListenAddress(rule.listen));
   auto named = [&](const absl::Status& s) {
-    return absl::Status(s.code(), absl::StrCat("rule \"", rule.name, "\": ", s.message()));
+    std::string hint;
+    if (absl::StrContains(s.message(), std::strerror(EACCES))) {
+      hint = base::BindPermissionHint(b.bound.port());
+    }
+    return absl::Status(s.code(),
+                        absl::StrCat("rule \"", rule.name, "\": ", s.message(), hint));
   };
   if (b.bound.is_unix()) {
     auto fd = net::ListenSocket(b.bound, false, kBacklog);

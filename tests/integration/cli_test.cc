@@ -3,15 +3,23 @@
 // error's field path; `version` exits 0; `forward` relays; `run` exits 1 when
 // it cannot bind, and 0 after SIGTERM.
 
+#include <pwd.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <string>
+#include <thread>
+#include <tuple>
 
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
+#include "tests/testing/admin.h"
 #include "tests/testing/child_process.h"
+#include "tests/testing/data.h"
 #include "tests/testing/relay.h"
 #include "tests/testing/sockets.h"
 #include "tests/testing/target_server.h"
@@ -154,6 +162,116 @@ TEST(CliTest, ForwardRelaysAndExitsZeroOnSigterm) {
   ASSERT_TRUE((*child)->Signal(SIGTERM));
   ASSERT_TRUE((*child)->WaitExit(Millis(3000)).has_value());
   EXPECT_EQ((*child)->exit_code(), 0) << (*child)->Stderr();
+}
+
+TEST(CliTest, ForwardFlagValuesAreCheckedAndNamed) {
+  for (const auto& [flag, value, want] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"--rate", "0", "bad --rate \"0\""},
+           {"--rate", "fast", "bad --rate \"fast\""},
+           {"--proxy-protocol", "v3", "bad --proxy-protocol \"v3\" (v1, v2)"},
+       }) {
+    Result r = RunFerry({"forward", flag, value, "127.0.0.1:0", "127.0.0.1:9"});
+    EXPECT_EQ(r.code, 2) << flag << " " << value;
+    EXPECT_TRUE(absl::StrContains(r.err, want)) << r.err;
+    EXPECT_EQ(Lines(r.err), 1) << r.err;
+  }
+}
+
+TEST(CliTest, ForwardProgressTotalEqualsTheMetricsBytes) {
+  EchoServer echo("127.0.0.1:0");
+  ASSERT_TRUE(echo.ok());
+  auto child = ChildProcess::Start(FerryBinary(),
+                                   {"forward", "--progress", "--name", "main", "--admin",
+                                    "127.0.0.1:0", "--rate", "2M", "127.0.0.1:0", echo.target()});
+  ASSERT_TRUE(child.ok()) << child.status();
+  auto address = WaitListening(**child, "main");
+  ASSERT_TRUE(address.ok()) << address.status();
+  // 3 MiB each way at 2 MiB/s: the meter ticks at least once meanwhile.
+  const std::string data = RandomBytes(3 << 20, 7);
+  {
+    Connected c = Connect(*address, 5000, 20000);
+    ASSERT_TRUE(c.fd.valid());
+    std::thread writer([&] {
+      SendAll(c.fd.get(), data);
+      ::shutdown(c.fd.get(), SHUT_WR);
+    });
+    std::string back;
+    ReadToEof(c.fd.get(), &back);
+    writer.join();
+    EXPECT_EQ(back == data, true);
+  }
+  std::string err = (*child)->Stderr();
+  size_t at = err.find("admin listening\" address=");
+  ASSERT_NE(at, std::string::npos) << err;
+  auto admin = net::Address::ParseLiteral(
+      err.substr(at + 25, err.find_first_of(" \n", at + 25) - (at + 25)));
+  ASSERT_TRUE(admin.ok());
+  auto m = Samples(HttpGet(*admin, "/metrics").body);
+  double metric_bytes = 0;
+  for (const auto& [key, value] : m) {
+    if (absl::StartsWith(key, "ferry_bytes_total{rule=\"main\"")) metric_bytes += value;
+  }
+  EXPECT_EQ(metric_bytes, 2.0 * data.size());
+
+  ASSERT_TRUE((*child)->Signal(SIGTERM));
+  ASSERT_TRUE((*child)->WaitExit(Millis(5000)).has_value());
+  (*child)->WaitOutputClosed(Millis(2000));
+  err = (*child)->Stderr();
+  EXPECT_TRUE(absl::StrContains(err, "progress: ")) << err;
+  EXPECT_TRUE(absl::StrContains(err, absl::StrCat("total: ", 2 * data.size(), " bytes"))) << err;
+}
+
+TEST(CliTest, ForwardUserDropsRootKeepingOnlyTheRightToBindLowPorts) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  if (::getpwnam("nobody") == nullptr) GTEST_SKIP() << "no user nobody";
+  EchoServer echo("127.0.0.1:0");
+  auto child = ChildProcess::Start(FerryBinary(), {"forward", "--user", "nobody", "--name",
+                                                   "main", "127.0.0.1:0", echo.target()});
+  ASSERT_TRUE(child.ok()) << child.status();
+  auto address = WaitListening(**child, "main");
+  ASSERT_TRUE(address.ok()) << address.status();
+  Connected c = Connect(*address);
+  EXPECT_EQ(EchoRoundTrip(c.fd.get(), "as nobody"), "");
+  std::ifstream status(absl::StrCat("/proc/", (*child)->pid(), "/status"));
+  std::string line, uid, cap_eff;
+  while (std::getline(status, line)) {
+    if (absl::StartsWith(line, "Uid:")) uid = line;
+    if (absl::StartsWith(line, "CapEff:")) cap_eff = line;
+  }
+  std::string nobody = std::to_string(::getpwnam("nobody")->pw_uid);
+  EXPECT_EQ(uid, absl::StrCat("Uid:\t", nobody, "\t", nobody, "\t", nobody, "\t", nobody)) << uid;
+  EXPECT_EQ(cap_eff, "CapEff:\t0000000000000400") << "only CAP_NET_BIND_SERVICE";
+  ASSERT_TRUE((*child)->Signal(SIGTERM));
+  c.fd.Reset();
+  ASSERT_TRUE((*child)->WaitExit(Millis(5000)).has_value());
+  EXPECT_EQ((*child)->exit_code(), 0) << (*child)->Stderr();
+}
+
+TEST(CliTest, LowPortWithoutTheRightFailsNamingTheRuleAndWhy) {
+  std::string setpriv = FindTool("setpriv");
+  if (::geteuid() != 0 || setpriv.empty() || ::getpwnam("nobody") == nullptr) {
+    GTEST_SKIP() << "needs root, setpriv and user nobody";
+  }
+  std::ifstream start_file("/proc/sys/net/ipv4/ip_unprivileged_port_start");
+  int start = 1024;
+  start_file >> start;
+  if (start <= 1) GTEST_SKIP() << "every port is unprivileged here";
+  // As nobody, without CAP_NET_BIND_SERVICE.
+  std::string out;
+  int code = RunCommand(setpriv, {"--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                                  FerryBinary(), "forward", "--name", "low",
+                                  absl::StrCat("127.0.0.1:", start - 1), "127.0.0.1:9"},
+                        &out);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_TRUE(absl::StrContains(out, "rule \\\"low\\\": bind 127.0.0.1:")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "need root or CAP_NET_BIND_SERVICE")) << out;
+}
+
+TEST(CliTest, UnknownUserFailsTheStartNamingIt) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  Result r = RunFerry({"forward", "--user", "no-such-user-here", "127.0.0.1:0", "127.0.0.1:9"});
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "no-such-user-here")) << r.err;
 }
 
 }  // namespace
