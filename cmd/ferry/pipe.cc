@@ -7,6 +7,7 @@
 #include "cmd/ferry/pipe.h"
 
 #include "cmd/ferry/flags.h"
+#include "pkg/base/privileges.h"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -83,6 +84,7 @@ Flags:
                        attempt. Each attempt times out after 10 s.
   --progress           bytes and rate written to DEST on stderr once a second
                        (IEC units), and the total at the end
+  --user NAME          drop root for NAME once the listeners are bound
   --log-format text|json
   --log-level LEVEL    debug, info, warn or error (default info)
 )";
@@ -105,6 +107,7 @@ struct Options {
   int64_t wait_nanos = 0;
   bool progress = false;
   bool help = false;
+  std::string user;  // --user: drop root to it once the listeners are bound
 };
 
 bool AllDigits(absl::string_view s) {
@@ -193,7 +196,7 @@ bool ParseArgs(const std::vector<std::string>& args, Options* o, std::string* er
       name.resize(eq);
     }
     const bool takes_value = name == "rate" || name == "insert-file" || name == "wait" ||
-                             name == "log-level" || name == "log-format";
+                             name == "log-level" || name == "log-format" || name == "user";
     if (!takes_value && name != "progress") {
       *error = absl::StrCat("unknown flag ", a.substr(0, a.find('=')));
       return false;
@@ -227,6 +230,12 @@ bool ParseArgs(const std::vector<std::string>& args, Options* o, std::string* er
                               "most a day)");
         return false;
       }
+    } else if (name == "user") {
+      if (value->empty()) {
+        *error = "flag --user needs a user name";
+        return false;
+      }
+      o->user = *value;
     } else if (name == "insert-file") {
       if (value->empty()) {
         *error = "flag --insert-file needs a file name";
@@ -650,6 +659,10 @@ int Pipe(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
     auto fd = Listen(*o.dest, "dest");
     if (!fd.ok()) return Fail(err, fd.status().message());
     dest_listener = std::move(*fd);
+  }
+  if (!o.user.empty()) {
+    // Bound: nothing this command does later needs root.
+    if (absl::Status s = base::DropPrivileges(o.user); !s.ok()) return Fail(err, s.message());
   }
 
   Stream source, dest;

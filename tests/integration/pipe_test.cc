@@ -299,6 +299,14 @@ TEST(PipeTest, UnreadableInsertFileExitsOneNamingIt) {
   EXPECT_EQ(target.received(), "");
 }
 
+TEST(PipeTest, UserDropsRootOnceBoundAndAnUnknownUserExitsOneNamingIt) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  auto unknown = StartFerry({"--user", "no-such-user-here", ":0", "-"});
+  ASSERT_NE(unknown, nullptr);
+  EXPECT_EQ(WaitCode(*unknown), 1);
+  EXPECT_TRUE(absl::StrContains(unknown->Stderr(), "no-such-user-here")) << unknown->Stderr();
+}
+
 TEST(PipeTest, RateLimitPacesTheTransfer) {
   // 3 MiB at 1 MiB/s: about 3 s (less the bucket's first tenth of a second).
   const std::string data = RandomBytes(3 * kMiB, 44);
