@@ -65,7 +65,7 @@ std::vector<RuleSum> SumRules(const RuleTable& table) {
       }
       sum.connect_nanos += s.connect_duration.sum_nanos();
     }
-    for (const proxy::EndpointCounters* c : UniqueEndpoints(rule)) {
+    for (const proxy::EndpointCounters* c : proxy::UniqueEndpoints(rule)) {
       RuleSum::Endpoint ep;
       ep.key = c->key;
       for (int w = 0; w < rule.counters->workers; ++w) {

@@ -58,13 +58,6 @@ int DefaultWorkerCount() {
   return std::max(cpus, 1);
 }
 
-const RuleTable::Entry* RuleTable::Find(absl::string_view name) const {
-  for (const Entry& e : entries) {
-    if (e.rule->name == name) return &e;
-  }
-  return nullptr;
-}
-
 absl::StatusOr<std::unique_ptr<Server>> Server::Create(const config::v1::Config& config,
                                                        const Options& options) {
   std::unique_ptr<Server> server(new Server());
@@ -127,17 +120,6 @@ absl::StatusOr<Bind> BindListener(const proxy::Rule& rule, int workers) {
   return b;
 }
 
-// What a listener is known by across reloads: its canonical address, so
-// "0.0.0.0:80" and ":80" are one listener. A port-0 listener is its rule's
-// own: each bind of port 0 picks a new port.
-absl::StatusOr<std::string> ListenerKey(const proxy::Rule& rule) {
-  FERRY_ASSIGN_OR_RETURN(net::Address address, net::ListenAddress(rule.listen));
-  if (!address.is_unix() && address.port() == 0) {
-    return absl::StrCat(address.ToString(), " of ", rule.name);
-  }
-  return address.ToString();
-}
-
 // Whether a reload may change `field` of the running config.
 absl::Status CheckFixed(const config::v1::Config& running, const config::v1::Config& next) {
   using google::protobuf::util::MessageDifferencer;
@@ -183,7 +165,7 @@ absl::Status Server::Apply(config::v1::Config config, absl::string_view source,
     FERRY_ASSIGN_OR_RETURN(std::shared_ptr<proxy::Rule> rule, proxy::BuildRule(rule_config, &access_logs_));
     const RuleTable::Entry* previous = running->Find(rule->name);
     proxy::AttachCounters(*rule, previous ? previous->rule.get() : nullptr, workers);
-    FERRY_ASSIGN_OR_RETURN(std::string key, ListenerKey(*rule));
+    FERRY_ASSIGN_OR_RETURN(std::string key, proxy::ListenerKey(*rule));
     next->entries.push_back({std::move(rule), std::move(key), net::Address(), false});
   }
 
@@ -192,19 +174,17 @@ absl::Status Server::Apply(config::v1::Config config, absl::string_view source,
   std::vector<std::vector<ListenerSpec>> specs(workers);
   std::map<std::string, UnixListener> new_unix;
   std::vector<size_t> fresh;  // entries with new sockets
-  for (RuleTable::Entry& e : next->entries) {
-    const RuleTable::Entry* kept = nullptr;
-    for (const RuleTable::Entry& old : running->entries) {
-      if (!old.draining && old.key == e.key) kept = &old;
-    }
-    if (kept != nullptr) {
-      e.bound = kept->bound;
+  proxy::ReloadPlan plan = proxy::PlanReload(*running, next->entries);
+  for (size_t i = 0; i < next->entries.size(); ++i) {
+    RuleTable::Entry& e = next->entries[i];
+    if (plan.keep[i] >= 0) {
+      e.bound = running->entries[plan.keep[i]].bound;
       for (int w = 0; w < workers; ++w) specs[w].push_back({e.rule, e.key, -1, base::Fd(), false});
       continue;
     }
     FERRY_ASSIGN_OR_RETURN(Bind b, BindListener(*e.rule, workers));
     e.bound = b.bound;
-    fresh.push_back(static_cast<size_t>(&e - next->entries.data()));
+    fresh.push_back(i);
     if (b.shared.valid()) {
       for (int w = 0; w < workers; ++w) {
         specs[w].push_back({e.rule, e.key, b.shared.get(), base::Fd(), /*shared=*/true});
@@ -220,9 +200,8 @@ absl::Status Server::Apply(config::v1::Config config, absl::string_view source,
 
   // Rules that are gone, and earlier ones still draining, stay in the table
   // until their last connection ends.
-  for (const RuleTable::Entry& old : running->entries) {
-    if (next->Find(old.rule->name) != nullptr) continue;
-    RuleTable::Entry gone = old;
+  for (size_t i : plan.draining) {
+    RuleTable::Entry gone = running->entries[i];
     gone.draining = true;
     next->entries.push_back(std::move(gone));
   }
@@ -316,23 +295,6 @@ std::shared_ptr<const RuleTable> Server::table() const {
   return table_;
 }
 
-std::vector<const proxy::EndpointCounters*> UniqueEndpoints(const proxy::Rule& rule) {
-  std::vector<const proxy::EndpointCounters*> out;
-  for (const auto* list : {&rule.endpoint_counters, &rule.redirect_counters}) {
-    for (const auto& c : *list) {
-      if (std::find(out.begin(), out.end(), c.get()) == out.end()) out.push_back(c.get());
-    }
-  }
-  return out;
-}
-
-// Active connections of a rule: the sum of its workers' gauges.
-static int64_t RuleActive(const proxy::Rule& rule) {
-  int64_t n = 0;
-  for (int w = 0; w < rule.counters->workers; ++w) n += rule.stats(w).active.value();
-  return n;
-}
-
 void Server::SweepDrainingRules() {
   std::lock_guard<std::mutex> lock(reload_mu_);
   std::shared_ptr<const RuleTable> running = table();
@@ -340,7 +302,7 @@ void Server::SweepDrainingRules() {
   auto next = std::make_shared<RuleTable>(*running);
   next->entries.clear();
   for (const RuleTable::Entry& e : running->entries) {
-    if (e.draining && RuleActive(*e.rule) == 0) {
+    if (e.draining && proxy::ActiveConnections(*e.rule) == 0) {
       FERRY_LOG(kInfo, "removed rule drained", {{"rule", e.rule->name}});
       changed = true;
       continue;
@@ -594,7 +556,7 @@ RuleTotals Server::Totals(const std::string& rule) const {
     }
     t.active += s.active.value();
   }
-  for (const proxy::EndpointCounters* c : UniqueEndpoints(r)) {
+  for (const proxy::EndpointCounters* c : proxy::UniqueEndpoints(r)) {
     for (int w = 0; w < r.counters->workers; ++w) {
       t.bytes_to_target += c->per_worker[w].bytes_to_target.value();
       t.bytes_to_client += c->per_worker[w].bytes_to_client.value();
@@ -622,7 +584,7 @@ LoopTotals Server::LoopTotalsSum() const {
 
 int64_t Server::ActiveConnections() const {
   int64_t n = 0;
-  for (const RuleTable::Entry& e : table()->entries) n += RuleActive(*e.rule);
+  for (const RuleTable::Entry& e : table()->entries) n += proxy::ActiveConnections(*e.rule);
   return n;
 }
 

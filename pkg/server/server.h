@@ -16,6 +16,7 @@
 #include "pkg/metrics/families.h"
 #include "pkg/net/address.h"
 #include "pkg/proxy/rule.h"
+#include "pkg/proxy/rule_table.h"
 #include "pkg/server/worker.h"
 #include "proto/ferry/config/v1/config.pb.h"
 
@@ -38,25 +39,7 @@ struct LoopTotals {
   int64_t buffers_in_use = 0;
 };
 
-// A config's rules as the server runs them: an immutable snapshot, swapped
-// whole at each reload, that the scrape and status readers hold while they
-// read (shared_ptr<const RuleTable>). Rules removed by a reload stay in it,
-// marked draining, until their last connection ends, so their series
-// disappear when they are really gone.
-struct RuleTable {
-  struct Entry {
-    std::shared_ptr<const proxy::Rule> rule;
-    std::string key;        // the listener's identity across reloads (see ListenerKey)
-    net::Address bound;     // the real address (the port when the config said 0)
-    bool draining = false;  // removed from the config, connections left
-  };
-  config::v1::Config config;
-  std::vector<Entry> entries;  // the config's rules in order, then the draining ones
-  std::string source;          // "file", or empty (the command line)
-  std::string version;         // the file's content hash
-
-  const Entry* Find(absl::string_view name) const;
-};
+using proxy::RuleTable;
 
 // Server owns the workers, the control thread and the config source, and
 // wires a config to them: it resolves the rules, binds every listener (so a
@@ -180,10 +163,6 @@ class Server {
   std::atomic<bool> draining_{false};
   bool started_ = false;
 };
-
-// A rule's endpoint counters (and its redirect CIDRs'), each once: a target
-// listed twice, or two names of one address, share theirs.
-std::vector<const proxy::EndpointCounters*> UniqueEndpoints(const proxy::Rule& rule);
 
 // Blocks SIGTERM, SIGINT, SIGHUP and SIGUSR1 in the calling thread, and so in every
 // thread it starts afterwards (workers, the admin server's), leaving them to
