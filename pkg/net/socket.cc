@@ -125,6 +125,15 @@ absl::StatusOr<Address> OriginalDestination(int fd) {
   if (::getsockopt(fd, level, kSoOriginalDst, &ss, &len) != 0) {
     return absl::NotFoundError(absl::StrCat("SO_ORIGINAL_DST: ", std::strerror(errno)));
   }
+  // The kernel leaves `len` as passed (the whole sockaddr_storage): the
+  // family says how much of it is the address, and equality depends on it.
+  if (ss.ss_family == AF_INET) {
+    len = sizeof(sockaddr_in);
+  } else if (ss.ss_family == AF_INET6) {
+    len = sizeof(sockaddr_in6);
+  } else {
+    return absl::NotFoundError("SO_ORIGINAL_DST: not an IP address");
+  }
   return Address::FromSockaddr(reinterpret_cast<sockaddr*>(&ss), len);
 }
 
