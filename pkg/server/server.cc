@@ -422,7 +422,10 @@ void Server::CheckDrained() {
     accepting_stopped_ = true;
     for (auto& worker : workers_) {
       Worker* w = worker.get();
-      w->loop().Post([w] { w->StopAccepting(); });
+      w->loop().Post([this, w] {
+        w->StopAccepting();
+        workers_stopped_.fetch_add(1, std::memory_order_release);
+      });
     }
     // A shared unix socket stays open until every worker let go of it; shut
     // it for reading now so new clients are refused instead of queued.
@@ -430,7 +433,10 @@ void Server::CheckDrained() {
     for (const auto& [key, listener] : unix_listeners_) ::shutdown(listener.fd.get(), SHUT_RD);
     drain_started_nanos_ = control_.now();
   }
-  if (ActiveConnections() == 0) {
+  // A worker may accept until it ran StopAccepting(): a count read before
+  // that misses those connections, and FinishDrain() would reset them.
+  bool all_stopped = workers_stopped_.load(std::memory_order_acquire) == workers_.size();
+  if (all_stopped && ActiveConnections() == 0) {
     FinishDrain(false);
   } else if (control_.now() - drain_started_nanos_ >= drain_timeout_nanos_) {
     FinishDrain(true);

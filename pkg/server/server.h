@@ -159,6 +159,9 @@ class Server {
   std::atomic<int64_t> drain_delay_nanos_{0};
   std::atomic<int64_t> drain_timeout_nanos_{30 * base::kNanosPerSecond};
   bool accepting_stopped_ = false;
+  // Workers that ran StopAccepting() since the drain began: until all did,
+  // a worker may still accept, and the active count says nothing yet.
+  std::atomic<size_t> workers_stopped_{0};
   std::atomic<bool> ready_{false};
   std::atomic<bool> draining_{false};
   bool started_ = false;
