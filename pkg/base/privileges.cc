@@ -4,20 +4,24 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
-#include <pwd.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <string>
+#include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "pkg/base/fd.h"
 #include "pkg/base/log.h"
 #include "pkg/base/status.h"
@@ -26,8 +30,6 @@ namespace ferry::base {
 namespace {
 
 constexpr uint64_t kBindCap = uint64_t{1} << CAP_NET_BIND_SERVICE;
-// Lookups need a buffer for the entry's strings; grow it on ERANGE up to this.
-constexpr size_t kMaxLookupBuffer = size_t{1} << 20;
 // NGROUPS_MAX of current kernels.
 constexpr int kMaxGroups = 65536;
 
@@ -73,97 +75,264 @@ int SetCaps(const CapSets& caps) {
   return ::syscall(SYS_capset, &header, data) == 0 ? 0 : errno;
 }
 
-// getpw*_r report "no such user" as 0 with a null result, or as one of these.
-bool IsNotFound(int err) {
-  return err == 0 || err == ENOENT || err == ESRCH || err == EBADF || err == EPERM;
+// The account files, and what LookupUser() accepts from them.
+constexpr char kPasswdPath[] = "/etc/passwd";
+constexpr char kGroupPath[] = "/etc/group";
+// Far above any real account file; a bound on what a bad file costs.
+constexpr size_t kMaxAccountFileSize = size_t{16} << 20;
+constexpr size_t kMaxAccountLine = size_t{1} << 20;
+constexpr size_t kPasswdFields = 7;  // name:password:uid:gid:gecos:home:shell
+constexpr size_t kGroupFields = 4;   // name:password:gid:member,member,...
+
+absl::Status ReadFailed(absl::string_view user, absl::string_view call, const std::string& path,
+                        int err) {
+  return absl::InternalError(
+      absl::StrCat("--user ", user, ": ", call, " ", path, ": ", Errno(err)));
 }
 
-// Fills `info` from the passwd entry of `name` (getpwnam_r) or, when `name` is
-// null, of `uid` (getpwuid_r). Returns false with *status OK when there is no
-// such entry, false with an error when the lookup failed.
-bool LookupPasswd(absl::string_view user, const std::string* name, uid_t uid, UserInfo* info,
-                  absl::Status* status) {
-  *status = absl::OkStatus();
-  long hint = ::sysconf(_SC_GETPW_R_SIZE_MAX);
-  std::vector<char> buffer(hint > 0 ? static_cast<size_t>(hint) : 1024);
+// Reads all of the account file `path` into *content. A missing file is an
+// empty one (a scratch image has no /etc/passwd); anything else that keeps it
+// from being read whole fails the lookup rather than risk a wrong answer.
+absl::Status ReadAccountFile(absl::string_view user, const std::string& path,
+                             std::string* content) {
+  content->clear();
+  // O_NONBLOCK: opening a FIFO put in the file's place must not hang; it is
+  // refused below, and it has no effect on a regular file.
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (!fd) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return ReadFailed(user, "open", path, errno);
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return ReadFailed(user, "fstat", path, errno);
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InternalError(absl::StrCat("--user ", user, ": ", path, " is not a regular file"));
+  }
+  auto too_large = [&] {
+    return absl::InternalError(absl::StrCat("--user ", user, ": ", path, " is larger than ",
+                                            kMaxAccountFileSize >> 20, " MiB"));
+  };
+  if (static_cast<uint64_t>(st.st_size) > kMaxAccountFileSize) return too_large();
+  // The size may change while reading (an edit in progress): read to EOF,
+  // still bounded.
+  char buffer[64 * 1024];
   while (true) {
-    passwd entry{};
-    passwd* result = nullptr;
-    int err = name != nullptr
-                  ? ::getpwnam_r(name->c_str(), &entry, buffer.data(), buffer.size(), &result)
-                  : ::getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &result);
-    if (err == ERANGE && buffer.size() < kMaxLookupBuffer) {
-      buffer.resize(buffer.size() * 2);
-      continue;
-    }
-    if (result != nullptr) {
-      info->name = entry.pw_name;
-      info->uid = entry.pw_uid;
-      info->gid = entry.pw_gid;
-      info->home = entry.pw_dir != nullptr ? entry.pw_dir : "";
-      info->has_passwd_entry = true;
-      return true;
-    }
-    if (!IsNotFound(err)) {
-      *status = absl::InternalError(absl::StrCat("--user ", user, ": ",
-                                                 name != nullptr ? "getpwnam_r" : "getpwuid_r",
-                                                 ": ", Errno(err)));
-    }
+    ssize_t n = ::read(fd.get(), buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ReadFailed(user, "read", path, errno);
+    if (n == 0) return absl::OkStatus();
+    if (content->size() + static_cast<size_t>(n) > kMaxAccountFileSize) return too_large();
+    content->append(buffer, static_cast<size_t>(n));
+  }
+}
+
+// A uid or gid field: decimal digits only, below 4294967295 ((uid_t)-1 tells
+// setresuid to leave the id unchanged, so it is no id).
+bool ParseId(absl::string_view text, uint32_t* id) {
+  if (text.empty()) return false;
+  for (char c : text) {
+    if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return false;
+  }
+  uint64_t value = 0;
+  if (!absl::SimpleAtoi(text, &value) || value >= std::numeric_limits<uint32_t>::max()) {
     return false;
   }
+  *id = static_cast<uint32_t>(value);
+  return true;
 }
 
-absl::Status LookupGroups(absl::string_view user, UserInfo* info) {
-  int n = 32;
-  for (int attempt = 0; attempt < 8; ++attempt) {
-    info->groups.resize(n);
-    int want = n;
-    if (::getgrouplist(info->name.c_str(), info->gid, info->groups.data(), &want) >= 0) {
-      info->groups.resize(want);
-      return absl::OkStatus();
-    }
-    // Too small: `want` now holds the number needed (glibc), else double.
-    n = want > n ? want : n * 2;
-    if (n > kMaxGroups) break;
+// One line of an account file, split into its `want` ':'-separated fields.
+enum class LineKind { kEntry, kSkip, kMalformed };
+struct Line {
+  LineKind kind = LineKind::kSkip;
+  std::vector<absl::string_view> fields;  // kEntry: exactly `want` of them
+  absl::string_view name;                 // text before the first ':' (kMalformed too)
+  std::string problem;                    // kMalformed: what is wrong
+};
+
+Line SplitLine(absl::string_view text, size_t want) {
+  Line line;
+  if (!text.empty() && text.back() == '\r') text.remove_suffix(1);
+  // glibc skips leading blanks too; a line of only blanks is a blank line.
+  text = absl::StripLeadingAsciiWhitespace(text);
+  if (text.empty() || text[0] == '#') return line;
+  // NIS compat entries (+user, -user, +@netgroup, a lone +) pull accounts
+  // from NIS, which is not consulted.
+  if (text[0] == '+' || text[0] == '-') return line;
+  line.kind = LineKind::kMalformed;
+  line.name = text.substr(0, text.find(':'));
+  if (text.size() > kMaxAccountLine) {
+    line.problem = absl::StrCat("longer than ", kMaxAccountLine >> 20, " MiB");
+    return line;
   }
-  return absl::InternalError(
-      absl::StrCat("--user ", user, ": getgrouplist: more than ", kMaxGroups, " groups"));
+  if (text.find('\0') != absl::string_view::npos) {
+    line.problem = "contains a NUL byte";
+    return line;
+  }
+  // Count first: a long line of ':' must not become a long vector.
+  const size_t fields = static_cast<size_t>(std::count(text.begin(), text.end(), ':')) + 1;
+  if (fields != want) {
+    line.problem = absl::StrCat(fields, " fields, not ", want);
+    return line;
+  }
+  line.fields = absl::StrSplit(text, ':');
+  if (line.fields[0].empty()) {
+    line.problem = "empty name";
+    return line;
+  }
+  line.kind = LineKind::kEntry;
+  return line;
+}
+
+// Calls `on_line(line_number, text)` for each line of `content`, without its '\n'.
+template <typename F>
+void ForEachLine(absl::string_view content, F on_line) {
+  size_t number = 0;
+  while (!content.empty()) {
+    size_t end = content.find('\n');
+    absl::string_view text = content.substr(0, end);
+    on_line(++number, text);
+    if (end == absl::string_view::npos) break;
+    content.remove_prefix(end + 1);
+  }
+}
+
+struct PasswdEntry {
+  bool found = false;
+  std::string name;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::string home;
+};
+
+// Parses a kEntry passwd line; false (with `problem` set) when its ids are bad.
+bool ParsePasswdEntry(Line* line, PasswdEntry* entry) {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  if (!ParseId(line->fields[2], &uid)) {
+    line->problem = absl::StrCat("uid \"", absl::CEscape(line->fields[2]), "\" is not a valid uid");
+    return false;
+  }
+  if (!ParseId(line->fields[3], &gid)) {
+    line->problem = absl::StrCat("gid \"", absl::CEscape(line->fields[3]), "\" is not a valid gid");
+    return false;
+  }
+  entry->found = true;
+  entry->name = std::string(line->fields[0]);
+  entry->uid = uid;
+  entry->gid = gid;
+  entry->home = std::string(line->fields[5]);
+  return true;
+}
+
+void Fill(const PasswdEntry& entry, UserInfo* info) {
+  info->name = entry.name;
+  info->uid = entry.uid;
+  info->gid = entry.gid;
+  info->home = entry.home;
+  info->has_passwd_entry = true;
+}
+
+// Sets info->groups to info->gid followed by the gid of every group in
+// `group_path` that lists info->name as a member, each gid once.
+absl::Status LookupGroups(absl::string_view user, const std::string& group_path, UserInfo* info) {
+  std::string content;
+  FERRY_RETURN_IF_ERROR(ReadAccountFile(user, group_path, &content));
+  info->groups = {info->gid};
+  std::unordered_set<gid_t> seen = {info->gid};
+  bool too_many = false;
+  ForEachLine(content, [&](size_t, absl::string_view text) {
+    if (too_many) return;
+    Line line = SplitLine(text, kGroupFields);
+    uint32_t gid = 0;
+    if (line.kind != LineKind::kEntry || !ParseId(line.fields[2], &gid)) return;
+    if (seen.count(gid) != 0) return;
+    // Members are exact names; empty ones ("a,,b", a trailing ',') match nothing.
+    for (absl::string_view member : absl::StrSplit(line.fields[3], ',')) {
+      if (member != info->name) continue;
+      if (info->groups.size() >= static_cast<size_t>(kMaxGroups)) {
+        too_many = true;
+        return;
+      }
+      info->groups.push_back(gid);
+      seen.insert(gid);
+      return;
+    }
+  });
+  if (too_many) {
+    return absl::InternalError(absl::StrCat(
+        "--user ", user, ": ", group_path, " lists the user in more than ", kMaxGroups, " groups"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
 
 absl::StatusOr<UserInfo> LookupUser(absl::string_view user) {
+  return LookupUser(user, kPasswdPath, kGroupPath);
+}
+
+absl::StatusOr<UserInfo> LookupUser(absl::string_view user, const std::string& passwd_path,
+                                    const std::string& group_path) {
   if (user.empty()) return absl::InvalidArgumentError("--user: empty user name");
   if (user.size() > 256 || user.find('\0') != absl::string_view::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("--user: not a user name: \"", absl::CEscape(user), "\""));
   }
-  UserInfo info;
-  absl::Status status;
-  const std::string name(user);
-  if (LookupPasswd(user, &name, 0, &info, &status)) {
-    FERRY_RETURN_IF_ERROR(LookupGroups(user, &info));
-    return info;
-  }
-  FERRY_RETURN_IF_ERROR(status);
-
-  bool numeric = std::all_of(user.begin(), user.end(), [](char c) {
+  const bool numeric = std::all_of(user.begin(), user.end(), [](char c) {
     return absl::ascii_isdigit(static_cast<unsigned char>(c));
   });
-  if (!numeric) return absl::NotFoundError(absl::StrCat("--user ", user, ": no such user"));
   uint64_t id = 0;
   // (uid_t)-1 means "leave unchanged" to setresuid, so it is no uid.
-  if (!absl::SimpleAtoi(user, &id) || id >= std::numeric_limits<uid_t>::max()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--user ", user, ": uid out of range (0 to ",
-                     std::numeric_limits<uid_t>::max() - 1, ")"));
-  }
-  if (LookupPasswd(user, nullptr, static_cast<uid_t>(id), &info, &status)) {
-    FERRY_RETURN_IF_ERROR(LookupGroups(user, &info));
+  const bool id_in_range =
+      numeric && absl::SimpleAtoi(user, &id) && id < std::numeric_limits<uid_t>::max();
+
+  std::string content;
+  FERRY_RETURN_IF_ERROR(ReadAccountFile(user, passwd_path, &content));
+  // One pass: the first entry named `user`, and the first with uid `user`
+  // for when no entry has that name.
+  PasswdEntry by_name;
+  PasswdEntry by_uid;
+  size_t malformed_line = 0;  // the first malformed line that names `user`
+  std::string malformed_problem;
+  ForEachLine(content, [&](size_t number, absl::string_view text) {
+    if (by_name.found) return;
+    Line line = SplitLine(text, kPasswdFields);
+    if (line.kind == LineKind::kSkip) return;
+    PasswdEntry entry;
+    if (line.kind == LineKind::kEntry && ParsePasswdEntry(&line, &entry)) {
+      if (entry.name == user) {
+        by_name = std::move(entry);
+      } else if (id_in_range && !by_uid.found && entry.uid == id) {
+        by_uid = std::move(entry);
+      }
+      return;
+    }
+    if (malformed_line == 0 && line.name == user) {
+      malformed_line = number;
+      malformed_problem = std::move(line.problem);
+    }
+  });
+
+  UserInfo info;
+  if (by_name.found || by_uid.found) {
+    Fill(by_name.found ? by_name : by_uid, &info);
+    FERRY_RETURN_IF_ERROR(LookupGroups(user, group_path, &info));
     return info;
   }
-  FERRY_RETURN_IF_ERROR(status);
-  info.name = name;
+  if (!numeric) {
+    std::string message = absl::StrCat("--user ", user, ": no such user");
+    if (malformed_line != 0) {
+      absl::StrAppend(&message, " (line ", malformed_line, " of ", passwd_path,
+                      " names it but is malformed: ", malformed_problem, ")");
+    }
+    return absl::NotFoundError(message);
+  }
+  if (!id_in_range) {
+    return absl::InvalidArgumentError(absl::StrCat("--user ", user, ": uid out of range (0 to ",
+                                                   std::numeric_limits<uid_t>::max() - 1, ")"));
+  }
+  info.name = std::string(user);
   info.uid = static_cast<uid_t>(id);
   info.gid = static_cast<gid_t>(id);
   info.groups = {info.gid};

@@ -35,14 +35,41 @@ struct UserInfo {
   bool has_passwd_entry = false;
 };
 
-// Resolves `user`, a name or a numeric uid, with getpwnam_r/getpwuid_r and
-// getgrouplist. A name is looked up first, so an all-digit user name still
-// means that user. A numeric uid without a passwd entry is accepted (a scratch
-// image may have no /etc/passwd, and Kubernetes' runAsUser works the same way):
-// its group is the same number and it has no other groups.
+// Resolves `user`, a name or a numeric uid, from /etc/passwd and /etc/group
+// ONLY, read directly: no NSS (getpwnam_r, getgrouplist), so no LDAP, SSSD,
+// systemd-userdb or NIS account. ferry ships as a static binary: glibc's NSS would
+// dlopen the libnss_*.so modules /etc/nsswitch.conf names, which must come
+// from the exact glibc version it was linked with (unsupported, and a crash
+// or a silent miss on any other host), and a scratch or distroless image has
+// none. A service account ferry runs as is local anyway; a directory account
+// works by uid (below).
+//
+// Files: /etc/passwd lines are name:password:uid:gid:gecos:home:shell and
+// /etc/group lines name:password:gid:member,member,... . Blank lines, lines
+// starting with '#' and NIS compat lines (+name, -name, +) are skipped; so is
+// any malformed line (wrong field count, empty name, a uid or gid that is not
+// a decimal number below 4294967295, a NUL byte, longer than 1 MiB), without
+// failing the lookup. The first entry that matches wins. A missing file has
+// no entries; a file that cannot be read, is not a regular file or is larger
+// than 16 MiB fails the lookup.
+//
+// A name is looked up first, so an all-digit user name still means that
+// user; then a numeric `user` matches the uid field. A numeric uid without a
+// passwd entry is accepted (a scratch image may have no /etc/passwd, and
+// Kubernetes' runAsUser works the same way): its group is the same number and
+// it has no other groups. The groups of a user with an entry are its primary
+// gid first, then, in file order and each once, the gid of every /etc/group
+// line whose member list names the user (by its passwd name).
 // Errors: InvalidArgument for an empty or malformed name or uid 4294967295;
-// NotFound for an unknown name; Internal when the lookup itself fails.
+// NotFound for an unknown name ("--user NAME: no such user", plus the line
+// number when a malformed line names it); Internal when a file cannot be read
+// or the user has more than 65536 groups.
 absl::StatusOr<UserInfo> LookupUser(absl::string_view user);
+
+// LookupUser() reading `passwd_path` and `group_path` instead of /etc/passwd
+// and /etc/group: a seam for tests. Messages name the paths given.
+absl::StatusOr<UserInfo> LookupUser(absl::string_view user, const std::string& passwd_path,
+                                    const std::string& group_path);
 
 // Turns the whole process from root into `user`:
 //   1. setgroups() to the user's supplementary groups (what su, sudo -u and

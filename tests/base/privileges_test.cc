@@ -10,23 +10,30 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/string_view.h"
 #include "gtest/gtest.h"
 #include "pkg/base/fd.h"
 
@@ -285,6 +292,426 @@ TEST(PrivilegesTest, NumericUidWithoutEntryUsesItAsGroup) {
   EXPECT_EQ(info->groups, std::vector<gid_t>{uid});
   EXPECT_FALSE(info->has_passwd_entry);
   EXPECT_EQ(info->home, "");
+}
+
+// A directory holding a passwd and a group file for LookupUser(user, passwd,
+// group), removed with its contents when the test ends.
+class AccountFiles {
+ public:
+  AccountFiles() {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string path = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp",
+                                    "/ferry-accounts-XXXXXX");
+    if (::mkdtemp(path.data()) != nullptr) dir_ = path;
+  }
+  ~AccountFiles() {
+    for (auto it = created_.rbegin(); it != created_.rend(); ++it) ::remove(it->c_str());
+    if (!dir_.empty()) ::rmdir(dir_.c_str());
+  }
+  AccountFiles(const AccountFiles&) = delete;
+  AccountFiles& operator=(const AccountFiles&) = delete;
+
+  bool ok() const { return !dir_.empty(); }
+  std::string Path(absl::string_view name) const { return absl::StrCat(dir_, "/", name); }
+  std::string passwd() const { return Path("passwd"); }
+  std::string group() const { return Path("group"); }
+
+  // Writes `content` to Path(name), or removes it for nullopt. False on failure.
+  bool Set(absl::string_view name, const std::optional<std::string>& content) {
+    std::string path = Path(name);
+    Track(path);
+    if (!content) return ::unlink(path.c_str()) == 0 || errno == ENOENT;
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(content->data(), static_cast<std::streamsize>(content->size()));
+    out.close();
+    return out.good();
+  }
+  // A file of `size` bytes, all holes: big without costing the disk anything.
+  bool SetSparse(absl::string_view name, off_t size) {
+    std::string path = Path(name);
+    Track(path);
+    Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    return fd && ::ftruncate(fd.get(), size) == 0;
+  }
+  // Remembers `path` (inside the directory) for removal at the end.
+  void Track(const std::string& path) {
+    if (std::find(created_.begin(), created_.end(), path) == created_.end()) {
+      created_.push_back(path);
+    }
+  }
+
+  // Replaces "$passwd" and "$group" in `text` with the two paths.
+  std::string Expand(absl::string_view text) const {
+    return absl::StrReplaceAll(text, {{"$passwd", passwd()}, {"$group", group()}});
+  }
+
+ private:
+  std::string dir_;
+  std::vector<std::string> created_;
+};
+
+// What a lookup should give: an error (code and exact message) or the user.
+struct Want {
+  absl::StatusCode code = absl::StatusCode::kOk;
+  std::string message;  // "$passwd" and "$group" stand for the files' paths
+  UserInfo info;
+};
+
+Want Found(std::string name, uid_t uid, gid_t gid, std::string home, std::vector<gid_t> groups) {
+  Want want;
+  want.info.name = std::move(name);
+  want.info.uid = uid;
+  want.info.gid = gid;
+  want.info.home = std::move(home);
+  want.info.groups = std::move(groups);
+  want.info.has_passwd_entry = true;
+  return want;
+}
+
+Want NoEntry(uid_t uid) {
+  Want want;
+  want.info.name = absl::StrCat(uid);
+  want.info.uid = uid;
+  want.info.gid = uid;
+  want.info.groups = {uid};
+  want.info.has_passwd_entry = false;
+  return want;
+}
+
+Want Error(absl::StatusCode code, std::string message) {
+  Want want;
+  want.code = code;
+  want.message = std::move(message);
+  return want;
+}
+
+struct LookupCase {
+  std::string test;
+  std::optional<std::string> passwd;  // nullopt: no such file
+  std::optional<std::string> group;
+  std::string user;
+  Want want;
+};
+
+// Checks LookupUser(c.user) against c.want with the case's files; "" or what differs.
+std::string CheckLookup(AccountFiles& files, const LookupCase& c) {
+  if (!files.Set("passwd", c.passwd) || !files.Set("group", c.group)) {
+    return "could not write the account files";
+  }
+  absl::StatusOr<UserInfo> got = LookupUser(c.user, files.passwd(), files.group());
+  if (c.want.code != absl::StatusCode::kOk) {
+    std::string message = files.Expand(c.want.message);
+    if (got.status().code() != c.want.code || got.status().message() != message) {
+      return absl::StrCat("got ", got.ok() ? "a user" : got.status().ToString(), ", want ",
+                          absl::StatusCodeToString(c.want.code), ": ", message);
+    }
+    return "";
+  }
+  if (!got.ok()) return absl::StrCat("got ", got.status().ToString(), ", want a user");
+  const UserInfo& want = c.want.info;
+  std::string diff;
+  if (got->name != want.name) absl::StrAppend(&diff, " name ", got->name, " want ", want.name);
+  if (got->uid != want.uid) absl::StrAppend(&diff, " uid ", got->uid, " want ", want.uid);
+  if (got->gid != want.gid) absl::StrAppend(&diff, " gid ", got->gid, " want ", want.gid);
+  if (got->home != want.home) absl::StrAppend(&diff, " home ", got->home, " want ", want.home);
+  if (got->groups != want.groups) {
+    absl::StrAppend(&diff, " groups ", absl::StrJoin(got->groups, ","), " want ",
+                    absl::StrJoin(want.groups, ","));
+  }
+  if (got->has_passwd_entry != want.has_passwd_entry) {
+    absl::StrAppend(&diff, " has_passwd_entry ", got->has_passwd_entry);
+  }
+  return diff;
+}
+
+const char kPasswd[] =
+    "root:x:0:0:root:/root:/bin/bash\n"
+    "alice:x:1001:1001:Alice A,,,:/home/alice:/bin/bash\n"
+    "bob:x:1002:100:Bob:/home/bob:/usr/sbin/nologin\n"
+    "1500:x:2000:2000:an all-digit name:/home/1500:/bin/sh\n"
+    "numeric:x:1500:1500::/nonexistent:/bin/sh\n";
+const char kGroup[] =
+    "root:x:0:\n"
+    "alice:x:1001:\n"
+    "users:x:100:alice,bob\n"
+    "staff:x:50:bob,alice,carol\n"
+    "wheel:x:10:alice\n"
+    "audio:x:29:bob\n";
+const std::vector<gid_t> kAliceGroups = {1001, 100, 50, 10};
+
+TEST(LookupUserTest, ReadsPasswdAndGroup) {
+  AccountFiles files;
+  ASSERT_TRUE(files.ok());
+  const LookupCase cases[] = {
+      {"by name", kPasswd, kGroup, "alice",
+       Found("alice", 1001, 1001, "/home/alice", kAliceGroups)},
+      {"by uid", kPasswd, kGroup, "1001", Found("alice", 1001, 1001, "/home/alice", kAliceGroups)},
+      // The primary group 100 also lists bob: it is there once, first.
+      {"by uid, groups by the entry's name", kPasswd, kGroup, "1002",
+       Found("bob", 1002, 100, "/home/bob", {100, 50, 29})},
+      {"an all-digit name wins over a uid", kPasswd, kGroup, "1500",
+       Found("1500", 2000, 2000, "/home/1500", {2000})},
+      {"an all-digit name wins over an earlier uid",
+       "numeric:x:1500:1500::/nonexistent:/bin/sh\n1500:x:2000:2000::/home/1500:/bin/sh\n",
+       kGroup, "1500", Found("1500", 2000, 2000, "/home/1500", {2000})},
+      {"the uid of an all-digit name", kPasswd, kGroup, "2000",
+       Found("1500", 2000, 2000, "/home/1500", {2000})},
+      {"numeric without entry: own group only", kPasswd,
+       absl::StrCat(kGroup, "extra:x:77:4000\n"), "4000", NoEntry(4000)},
+      {"unknown name", kPasswd, kGroup, "carol",
+       Error(absl::StatusCode::kNotFound, "--user carol: no such user")},
+      {"uid -1 without entry", kPasswd, kGroup, "4294967295",
+       Error(absl::StatusCode::kInvalidArgument,
+             "--user 4294967295: uid out of range (0 to 4294967294)")},
+      {"empty passwd file", "", kGroup, "alice",
+       Error(absl::StatusCode::kNotFound, "--user alice: no such user")},
+      {"no passwd file: names unknown", std::nullopt, kGroup, "alice",
+       Error(absl::StatusCode::kNotFound, "--user alice: no such user")},
+      {"no passwd file: uids accepted", std::nullopt, kGroup, "1001", NoEntry(1001)},
+      {"no group file", kPasswd, std::nullopt, "alice",
+       Found("alice", 1001, 1001, "/home/alice", {1001})},
+      {"the first entry wins", absl::StrCat(kPasswd, "alice:x:3000:3000::/b:/bin/sh\n"), kGroup,
+       "alice", Found("alice", 1001, 1001, "/home/alice", kAliceGroups)},
+      {"the first entry with the uid wins",
+       absl::StrCat(kPasswd, "zed:x:1001:7::/z:/bin/sh\n"), kGroup, "1001",
+       Found("alice", 1001, 1001, "/home/alice", kAliceGroups)},
+      {"a group listing the user twice",
+       kPasswd, "dup:x:70:alice,alice\ndup2:x:71:bob,alice,bob,alice\n", "alice",
+       Found("alice", 1001, 1001, "/home/alice", {1001, 70, 71})},
+      {"two groups with one gid", kPasswd, "a:x:72:alice\nb:x:72:bob,alice\n", "alice",
+       Found("alice", 1001, 1001, "/home/alice", {1001, 72})},
+      {"the primary group listing the user", kPasswd, "alice:x:1001:alice\n", "alice",
+       Found("alice", 1001, 1001, "/home/alice", {1001})},
+      {"groups without the user as an exact member", kPasswd,
+       "empty:x:73:\ncommas:x:74:,,,\nnear:x:75:alic,alicee, alice,ALICE,alice \n"
+       "trailing:x:76:bob,\n",
+       "alice", Found("alice", 1001, 1001, "/home/alice", {1001})},
+      {"empty members around the user", kPasswd, "t:x:77:,bob,,alice,\n", "alice",
+       Found("alice", 1001, 1001, "/home/alice", {1001, 77})},
+      {"CRLF line ends", "alice:x:1001:1001::/home/alice:/bin/sh\r\n", "g:x:80:bob,alice\r\n",
+       "alice", Found("alice", 1001, 1001, "/home/alice", {1001, 80})},
+      {"leading blanks and no final newline", " \talice:x:1001:1001::/home/alice:/bin/sh",
+       "  g:x:81:alice", "alice", Found("alice", 1001, 1001, "/home/alice", {1001, 81})},
+  };
+  for (const LookupCase& c : cases) EXPECT_EQ(CheckLookup(files, c), "") << c.test;
+}
+
+TEST(LookupUserTest, SkipsMalformedCommentAndCompatLines) {
+  AccountFiles files;
+  ASSERT_TRUE(files.ok());
+  const std::string passwd = absl::StrCat(
+      "garbage\n"
+      ":x:5:5:empty name:/:/bin/sh\n"
+      "short:x:1:2\n"
+      "long:x:1:2:gecos:/home:/bin/sh:extra\n"
+      "neg:x:-1:1::/:/bin/sh\n"
+      "minus1:x:4294967295:1::/:/bin/sh\n"
+      "big:x:99999999999999999999:1::/:/bin/sh\n"
+      "hex:x:0x10:1::/:/bin/sh\n"
+      "space:x: 12:1::/:/bin/sh\n"
+      "emptyuid:x::1::/:/bin/sh\n"
+      "badgid:x:12:g::/:/bin/sh\n",
+      std::string("nul:x:12:12:\0:/:/bin/sh\n", 24),
+      "alice:x:1:1\n"
+      "alice:x:1:one::/:/bin/sh\n"
+      "# alice:x:0:0:a comment:/root:/bin/sh\n"
+      "\n"
+      "   \t\n"
+      "+alice:x:0:0:::\n"
+      "-bob\n"
+      "+@admins\n"
+      "+\n"
+      "+::::::\n"
+      "::::::\n",
+      kPasswd);
+  const std::string group = absl::StrCat(
+      "bad:x:notanumber:alice\n"
+      "three:x:60\n"
+      "five:x:61:alice:extra\n"
+      "neg:x:-1:alice\n"
+      "max:x:4294967295:alice\n"
+      ":x:62:alice\n"
+      "+:::alice\n"
+      "+wheel:x:63:alice\n"
+      "-wheel:x:64:alice\n"
+      "# c:x:65:alice\n",
+      std::string("nu\0l:x:66:alice\n", 16), "   \n", kGroup);
+  const LookupCase cases[] = {
+      {"by name", passwd, group, "alice",
+       Found("alice", 1001, 1001, "/home/alice", kAliceGroups)},
+      {"by uid", passwd, group, "1001", Found("alice", 1001, 1001, "/home/alice", kAliceGroups)},
+      // Malformed lines are no entries: their uids are free.
+      {"a uid only a malformed line has", passwd, group, "12", NoEntry(12)},
+      {"a name only a comment has", "# carol:x:1:1::/:/bin/sh\n", kGroup, "carol",
+       Error(absl::StatusCode::kNotFound, "--user carol: no such user")},
+      {"a name only a compat line has", "+carol:x:1:1::/:/bin/sh\n+carol\n", kGroup, "+carol",
+       Error(absl::StatusCode::kNotFound, "--user +carol: no such user")},
+      // A malformed line that names the user says so.
+      {"a bad uid", passwd, group, "hex",
+       Error(absl::StatusCode::kNotFound,
+             "--user hex: no such user (line 8 of $passwd names it but is malformed: "
+             "uid \"0x10\" is not a valid uid)")},
+      // uid 4294967295 would mean "unchanged" to setresuid: never a user.
+      {"uid 4294967295", passwd, group, "minus1",
+       Error(absl::StatusCode::kNotFound,
+             "--user minus1: no such user (line 6 of $passwd names it but is malformed: "
+             "uid \"4294967295\" is not a valid uid)")},
+      {"a bad gid", passwd, group, "badgid",
+       Error(absl::StatusCode::kNotFound,
+             "--user badgid: no such user (line 11 of $passwd names it but is malformed: "
+             "gid \"g\" is not a valid gid)")},
+      {"too few fields", passwd, group, "short",
+       Error(absl::StatusCode::kNotFound,
+             "--user short: no such user (line 3 of $passwd names it but is malformed: "
+             "4 fields, not 7)")},
+      {"too many fields", passwd, group, "long",
+       Error(absl::StatusCode::kNotFound,
+             "--user long: no such user (line 4 of $passwd names it but is malformed: "
+             "8 fields, not 7)")},
+      {"the first of two malformed lines",
+       "carol:x:1\n#carol:x:1:1::/:/bin/sh\ncarol:x:a:1::/:/bin/sh\n", kGroup, "carol",
+       Error(absl::StatusCode::kNotFound,
+             "--user carol: no such user (line 1 of $passwd names it but is malformed: "
+             "3 fields, not 7)")},
+      {"a NUL byte", passwd, group, "nul",
+       Error(absl::StatusCode::kNotFound,
+             "--user nul: no such user (line 12 of $passwd names it but is malformed: "
+             "contains a NUL byte)")},
+  };
+  for (const LookupCase& c : cases) EXPECT_EQ(CheckLookup(files, c), "") << c.test;
+}
+
+TEST(LookupUserTest, LongLines) {
+  AccountFiles files;
+  ASSERT_TRUE(files.ok());
+  const std::string huge(2 << 20, 'g');        // over the 1 MiB line limit
+  const std::string large(512 << 10, 'g');     // under it
+  std::string many_members;                    // ~690 KB, the user last
+  for (int i = 0; i < 100'000; ++i) absl::StrAppend(&many_members, "u", i, ",");
+  many_members += "alice";
+  const std::string alice = "alice:x:1001:1001::/home/alice:/bin/sh\n";
+  const LookupCase cases[] = {
+      {"a huge line is skipped", absl::StrCat("alice:x:1:1:", huge, ":/h:/bin/sh\n", alice),
+       kGroup, "alice", Found("alice", 1001, 1001, "/home/alice", kAliceGroups)},
+      {"a huge line names the user", absl::StrCat("alice:x:1:1:", huge, ":/h:/bin/sh\n"), kGroup,
+       "alice",
+       Error(absl::StatusCode::kNotFound,
+             "--user alice: no such user (line 1 of $passwd names it but is malformed: "
+             "longer than 1 MiB)")},
+      {"a huge line of separators", absl::StrCat(std::string(2 << 20, ':'), "\n", alice), kGroup,
+       "alice", Found("alice", 1001, 1001, "/home/alice", kAliceGroups)},
+      {"a line of many separators", absl::StrCat(std::string(512 << 10, ':'), "\n", alice),
+       kGroup, "alice", Found("alice", 1001, 1001, "/home/alice", kAliceGroups)},
+      {"a large gecos", absl::StrCat("alice:x:1001:1001:", large, ":/home/alice:/bin/sh\n"),
+       kGroup, "alice", Found("alice", 1001, 1001, "/home/alice", kAliceGroups)},
+      {"a group with many members", alice, absl::StrCat("big:x:90:", many_members, "\n"), "alice",
+       Found("alice", 1001, 1001, "/home/alice", {1001, 90})},
+      {"a huge group line is skipped", alice,
+       absl::StrCat("huge:x:91:", huge, ",alice\nsmall:x:92:alice\n"), "alice",
+       Found("alice", 1001, 1001, "/home/alice", {1001, 92})},
+  };
+  for (const LookupCase& c : cases) EXPECT_EQ(CheckLookup(files, c), "") << c.test;
+}
+
+TEST(LookupUserTest, FilesUpTo16MiBAreRead) {
+  AccountFiles files;
+  ASSERT_TRUE(files.ok());
+  // Exactly 16 MiB: comment lines of 1000 bytes, then the entries.
+  const size_t size = size_t{16} << 20;
+  std::string passwd = kPasswd;
+  std::string filler = absl::StrCat("#", std::string(998, 'c'), "\n");
+  std::string content;
+  content.reserve(size);
+  while (content.size() + filler.size() + passwd.size() <= size) content += filler;
+  if (size_t pad = size - content.size() - passwd.size(); pad > 0) {
+    content += std::string(pad - 1, '#') + "\n";
+  }
+  content += passwd;
+  ASSERT_EQ(content.size(), size);
+  LookupCase c{"16 MiB", content, kGroup, "alice",
+               Found("alice", 1001, 1001, "/home/alice", kAliceGroups)};
+  EXPECT_EQ(CheckLookup(files, c), "");
+}
+
+TEST(LookupUserTest, FilesOver16MiBFail) {
+  AccountFiles files;
+  ASSERT_TRUE(files.ok());
+  const off_t too_big = (off_t{16} << 20) + 1;
+  ASSERT_TRUE(files.SetSparse("passwd", too_big));
+  ASSERT_TRUE(files.Set("group", std::string(kGroup)));
+  absl::StatusOr<UserInfo> info = LookupUser("alice", files.passwd(), files.group());
+  EXPECT_EQ(info.status().code(), absl::StatusCode::kInternal) << info.status();
+  EXPECT_EQ(info.status().message(), files.Expand("--user alice: $passwd is larger than 16 MiB"));
+
+  ASSERT_TRUE(files.Set("passwd", std::string(kPasswd)));
+  ASSERT_TRUE(files.SetSparse("group", too_big));
+  info = LookupUser("alice", files.passwd(), files.group());
+  EXPECT_EQ(info.status().code(), absl::StatusCode::kInternal) << info.status();
+  EXPECT_EQ(info.status().message(), files.Expand("--user alice: $group is larger than 16 MiB"));
+}
+
+TEST(LookupUserTest, UnreadableFilesFail) {
+  AccountFiles files;
+  ASSERT_TRUE(files.ok());
+  ASSERT_TRUE(files.Set("passwd", std::string(kPasswd)));
+  ASSERT_TRUE(files.Set("group", std::string(kGroup)));
+  // A path through a regular file: ENOTDIR, even for root.
+  const std::string through_file = files.Path("passwd/x");
+  absl::StatusOr<UserInfo> info = LookupUser("alice", through_file, files.group());
+  EXPECT_EQ(info.status().code(), absl::StatusCode::kInternal) << info.status();
+  EXPECT_EQ(info.status().message(),
+            absl::StrCat("--user alice: open ", through_file, ": Not a directory"));
+  info = LookupUser("alice", files.passwd(), files.Path("group/x"));
+  EXPECT_EQ(info.status().message(),
+            absl::StrCat("--user alice: open ", files.Path("group/x"), ": Not a directory"));
+  // A directory.
+  const std::string dir = files.Path("dir");
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0) << std::strerror(errno);
+  files.Track(dir);
+  info = LookupUser("1001", dir, files.group());
+  EXPECT_EQ(info.status().code(), absl::StatusCode::kInternal) << info.status();
+  EXPECT_EQ(info.status().message(), absl::StrCat("--user 1001: ", dir, " is not a regular file"));
+  info = LookupUser("alice", files.passwd(), dir);
+  EXPECT_EQ(info.status().message(), absl::StrCat("--user alice: ", dir, " is not a regular file"));
+}
+
+// A FIFO in the file's place is refused at once, not waited on for a writer.
+TEST(LookupUserTest, FifoIsRefusedWithoutBlocking) {
+  AccountFiles files;
+  ASSERT_TRUE(files.ok());
+  const std::string fifo = files.Path("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  files.Track(fifo);
+  std::future<absl::Status> lookup = std::async(std::launch::async, [&] {
+    return LookupUser("alice", fifo, files.group()).status();
+  });
+  if (lookup.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+    // Open it for writing so the blocked open returns and the thread ends.
+    Fd writer(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+    lookup.wait();
+    FAIL() << "LookupUser blocked on a FIFO";
+  }
+  absl::Status status = lookup.get();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInternal) << status;
+  EXPECT_EQ(status.message(), absl::StrCat("--user alice: ", fifo, " is not a regular file"));
+}
+
+TEST(LookupUserTest, MoreThan65536GroupsFail) {
+  AccountFiles files;
+  ASSERT_TRUE(files.ok());
+  std::string group;
+  for (int gid = 1; gid <= 65536; ++gid) absl::StrAppend(&group, "g", gid, ":x:", gid, ":alice\n");
+  // 65535 groups besides the primary one: exactly the limit.
+  ASSERT_TRUE(files.Set("passwd", std::string(kPasswd)) && files.Set("group", group));
+  absl::StatusOr<UserInfo> info = LookupUser("alice", files.passwd(), files.group());
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->groups.size(), 65536u);  // gid 1001 is both primary and listed
+  absl::StrAppend(&group, "g65537:x:65537:alice\ng65538:x:65538:alice\n");
+  ASSERT_TRUE(files.Set("group", group));
+  info = LookupUser("alice", files.passwd(), files.group());
+  EXPECT_EQ(info.status().code(), absl::StatusCode::kInternal) << info.status();
+  EXPECT_EQ(info.status().message(),
+            files.Expand("--user alice: $group lists the user in more than 65536 groups"));
 }
 
 TEST(PrivilegesTest, DropToNobodyKeepsOnlyBindService) {
