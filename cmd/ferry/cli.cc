@@ -77,17 +77,23 @@ Flags:
   --progress                 bytes and rate relayed, on stderr once a second
   --user NAME                drop root for NAME once bound (keeps the right to bind
                              ports below 1024)
+  --handoff PATH             take the listening sockets of the ferry serving PATH
+                             (an upgrade: nothing refused or reset), then serve
+                             ours there for the next one
   --admin ADDR               serve the status page (/), /metrics, /healthz, /readyz and
                              /endpoints on ADDR (default off)
 )";
 
-constexpr const char* kRunUsage = R"(Usage: ferry run --config FILE [--user NAME]
+constexpr const char* kRunUsage = R"(Usage: ferry run --config FILE [--user NAME] [--handoff PATH]
 
 Runs every rule of FILE until SIGTERM or SIGINT, then drains (drain.delay,
 drain.timeout) and exits 0. FILE is watched (a Kubernetes ConfigMap update
 included) and re-read on SIGHUP: a valid change applies without dropping a
 connection, an invalid one is logged and the running config stays. SIGUSR1
-reopens the access log files. --user drops root once bound. The admin endpoint (status page at /, /metrics,
+reopens the access log files. --user drops root once bound. --handoff PATH
+takes the listening sockets of the ferry serving PATH (start the new binary
+with the same PATH, then SIGTERM the old one: no client is refused or reset),
+then serves this ferry's there for the next upgrade. The admin endpoint (status page at /, /metrics,
 /healthz, /readyz, /endpoints, and /config with admin.expose_config) listens
 on admin.listen: 127.0.0.1:9901 when the file has no admin section, off with
 admin: {listen: ""}.
@@ -286,6 +292,7 @@ int Forward(const std::vector<std::string>& args, std::ostream& out, std::ostrea
       {"half-close-timeout", {true}}, {"max-lifetime", {true}}, {"max-connections", {true}},
       {"admin", {true}},          {"insert-file", {true}},     {"proxy-protocol", {true}},
       {"progress", {false}},      {"user", {true}},            {"rate", {true}},
+      {"handoff", {true}},
   };
   if (!ParseFlags(args, 1, specs, &p, &error)) return cmd.Usage(error);
   if (p.help) {
@@ -368,6 +375,7 @@ int Forward(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   }
   Command::ServeOptions options;
   if (auto v = Last(p, "user")) options.user = *v;
+  if (auto v = Last(p, "handoff")) options.server.handoff_path = *v;
   if (Last(p, "progress")) options.progress_rule = rule->name();
   return cmd.Serve(config, workers, options);
 }
@@ -376,7 +384,8 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   Command cmd(out, err, "run");
   Parsed p;
   std::string error;
-  if (!ParseFlags(args, 1, {{"config", {true}}, {"user", {true}}}, &p, &error)) {
+  if (!ParseFlags(args, 1, {{"config", {true}}, {"user", {true}}, {"handoff", {true}}}, &p,
+                  &error)) {
     return cmd.Usage(error);
   }
   if (p.help) {
@@ -407,6 +416,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   // The admin endpoint is on unless the file says otherwise (admin: {listen: ""}).
   options.server.default_admin = kDefaultAdmin;
   if (auto v = Last(p, "user")) options.user = *v;
+  if (auto v = Last(p, "handoff")) options.server.handoff_path = *v;
   return cmd.Serve(loaded.config, workers, options);
 }
 

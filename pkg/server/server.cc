@@ -1,5 +1,6 @@
 #include "pkg/server/server.h"
 
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <signal.h>
@@ -69,14 +70,40 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const config::v1::Config&
     server->workers_.push_back(std::make_unique<Worker>(i, options.worker));
   }
   server->table_ = std::make_shared<RuleTable>();
+  if (!options.handoff_path.empty()) {
+    auto taken = TakeListeners(options.handoff_path);
+    if (!taken.ok()) {
+      // Binding beside the old ferry still refuses no one.
+      FERRY_LOG(kWarn, "no listeners taken over: binding new ones",
+                {{"error", taken.status().message()}});
+    } else {
+      for (HandedListener& l : *taken) server->inherited_[l.key] = std::move(l.fds);
+    }
+  }
   // Binds everything before any thread starts, so a taken port fails the start.
   FERRY_RETURN_IF_ERROR(server->Apply(config, options.config_path.empty() ? "" : "file",
                                       options.config_version));
+  for (const auto& [key, fds] : server->inherited_) {
+    FERRY_LOG(kInfo, "listener of the old ferry not in this config", {{"listener", key}});
+  }
+  server->inherited_.clear();
+  if (!options.handoff_path.empty()) {
+    Server* s = server.get();
+    FERRY_ASSIGN_OR_RETURN(server->handoff_,
+                           HandoffServer::Start(options.handoff_path, [s] {
+                             std::lock_guard<std::mutex> lock(s->reload_mu_);
+                             std::vector<HandedListener> out;
+                             for (const auto& [key, fds] : s->listener_fds_) {
+                               HandedListener l{key, {}};
+                               for (int fd : fds) l.fds.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+                               out.push_back(std::move(l));
+                             }
+                             return out;
+                           }));
+  }
   FERRY_RETURN_IF_ERROR(server->StartAdmin());
   return server;
 }
-
-namespace {
 
 // The listening sockets of one new listener: one per worker (SO_REUSEPORT),
 // or one unix socket every worker shares.
@@ -85,6 +112,8 @@ struct Bind {
   std::vector<base::Fd> per_worker;
   base::Fd shared;
 };
+
+namespace {
 
 absl::StatusOr<Bind> BindListener(const proxy::Rule& rule, int workers) {
   Bind b;
@@ -119,6 +148,37 @@ absl::StatusOr<Bind> BindListener(const proxy::Rule& rule, int workers) {
   }
   return b;
 }
+
+}  // namespace
+
+absl::StatusOr<Bind> Server::AcquireListener(const proxy::Rule& rule, const std::string& key,
+                                             int workers) {
+  auto it = inherited_.find(key);
+  if (it == inherited_.end()) return BindListener(rule, workers);
+  std::vector<base::Fd> fds = std::move(it->second);
+  inherited_.erase(it);
+  FERRY_ASSIGN_OR_RETURN(net::Address address, net::ListenAddress(rule.listen));
+  bool fits = address.is_unix() ? fds.size() == 1 : fds.size() == static_cast<size_t>(workers);
+  if (!fits) {
+    // One socket per worker: a different worker count cannot use them all,
+    // and an unused one would strand the clients queued on it.
+    FERRY_LOG(kWarn, "the old ferry's listener has another worker count: binding beside it",
+              {{"rule", rule.name}, {"old_sockets", fds.size()}, {"workers", workers}});
+    return BindListener(rule, workers);
+  }
+  Bind b;
+  if (address.is_unix()) {
+    b.bound = address;
+    b.shared = std::move(fds[0]);
+  } else {
+    FERRY_ASSIGN_OR_RETURN(b.bound, net::LocalAddress(fds[0].get()));
+    b.per_worker = std::move(fds);
+  }
+  FERRY_LOG(kInfo, "listener taken over", {{"rule", rule.name}, {"address", b.bound.ToString()}});
+  return b;
+}
+
+namespace {
 
 // Whether a reload may change `field` of the running config.
 absl::Status CheckFixed(const config::v1::Config& running, const config::v1::Config& next) {
@@ -174,6 +234,7 @@ absl::Status Server::Apply(config::v1::Config config, absl::string_view source,
   std::vector<std::vector<ListenerSpec>> specs(workers);
   std::map<std::string, UnixListener> new_unix;
   std::vector<size_t> fresh;  // entries with new sockets
+  std::map<std::string, std::vector<int>> new_fds;  // their raw fds, by key
   proxy::ReloadPlan plan = proxy::PlanReload(*running, next->entries);
   for (size_t i = 0; i < next->entries.size(); ++i) {
     RuleTable::Entry& e = next->entries[i];
@@ -182,9 +243,12 @@ absl::Status Server::Apply(config::v1::Config config, absl::string_view source,
       for (int w = 0; w < workers; ++w) specs[w].push_back({e.rule, e.key, -1, base::Fd(), false});
       continue;
     }
-    FERRY_ASSIGN_OR_RETURN(Bind b, BindListener(*e.rule, workers));
+    FERRY_ASSIGN_OR_RETURN(Bind b, AcquireListener(*e.rule, e.key, workers));
     e.bound = b.bound;
     fresh.push_back(i);
+    std::vector<int>& raw = new_fds[e.key];
+    if (b.shared.valid()) raw.push_back(b.shared.get());
+    for (const base::Fd& fd : b.per_worker) raw.push_back(fd.get());
     if (b.shared.valid()) {
       for (int w = 0; w < workers; ++w) {
         specs[w].push_back({e.rule, e.key, b.shared.get(), base::Fd(), /*shared=*/true});
@@ -251,6 +315,13 @@ absl::Status Server::Apply(config::v1::Config config, absl::string_view source,
     it = unix_listeners_.erase(it);
   }
   for (auto& [key, listener] : new_unix) unix_listeners_[key] = std::move(listener);
+  // The sockets a successor would take: those of the listeners now live.
+  for (auto& [key, fds] : new_fds) listener_fds_[key] = std::move(fds);
+  for (auto it = listener_fds_.begin(); it != listener_fds_.end();) {
+    bool live = false;
+    for (const RuleTable::Entry& e : next->entries) live |= !e.draining && e.key == it->first;
+    it = live ? std::next(it) : listener_fds_.erase(it);
+  }
 
   drain_delay_nanos_.store(
       config.drain().has_delay() ? proxy::DurationNanos(config.drain().delay()) : 0);
@@ -408,6 +479,8 @@ void Server::Drain() {
 }
 
 void Server::StartDrainOnControl() {
+  // No successor may take sockets this ferry is about to close.
+  if (handoff_) handoff_->Stop();
   ready_.store(false, std::memory_order_relaxed);
   drain_started_nanos_ = control_.now();
   FERRY_LOG(kInfo, "draining", {{"delay_ms", drain_delay_nanos_ / base::kNanosPerMilli},
@@ -429,8 +502,12 @@ void Server::CheckDrained() {
     }
     // A shared unix socket stays open until every worker let go of it; shut
     // it for reading now so new clients are refused instead of queued.
+    // Not when a successor took the sockets: shutdown() would stop them
+    // for it too.
     std::lock_guard<std::mutex> lock(reload_mu_);
-    for (const auto& [key, listener] : unix_listeners_) ::shutdown(listener.fd.get(), SHUT_RD);
+    if (!handoff_ || !handoff_->handed_over()) {
+      for (const auto& [key, listener] : unix_listeners_) ::shutdown(listener.fd.get(), SHUT_RD);
+    }
     drain_started_nanos_ = control_.now();
   }
   // A worker may accept until it ran StopAccepting(): a count read before
@@ -462,9 +539,15 @@ void Server::FinishDrain(bool timed_out) {
 
 void Server::Wait() {
   if (control_thread_.joinable()) control_thread_.join();
+  // A successor that took the listeners serves the unix socket files now.
+  bool handed_over = handoff_ && handoff_->handed_over();
+  handoff_.reset();
   std::lock_guard<std::mutex> lock(reload_mu_);
-  for (const auto& [key, listener] : unix_listeners_) ::unlink(listener.path.c_str());
+  for (const auto& [key, listener] : unix_listeners_) {
+    if (!handed_over) ::unlink(listener.path.c_str());
+  }
   unix_listeners_.clear();
+  listener_fds_.clear();
 }
 
 static sigset_t TerminationSignals() {

@@ -17,6 +17,7 @@
 #include "pkg/net/address.h"
 #include "pkg/proxy/rule.h"
 #include "pkg/proxy/rule_table.h"
+#include "pkg/server/handoff.h"
 #include "pkg/server/worker.h"
 #include "proto/ferry/config/v1/config.pb.h"
 
@@ -40,6 +41,7 @@ struct LoopTotals {
 };
 
 using proxy::RuleTable;
+struct Bind;
 
 // Server owns the workers, the control thread and the config source, and
 // wires a config to them: it resolves the rules, binds every listener (so a
@@ -60,6 +62,9 @@ class Server {
     // default), applied to the first config and to every reload.
     std::string default_admin;
     config::FileSource::Options file_source;
+    // Listener handoff (pkg/server/handoff.h): take the listening sockets of
+    // the ferry serving this unix socket, then serve ours there. Empty: none.
+    std::string handoff_path;
   };
 
   static absl::StatusOr<std::unique_ptr<Server>> Create(const config::v1::Config& config,
@@ -128,6 +133,10 @@ class Server {
   };
 
   Server() = default;
+  // The sockets of a new listener: the predecessor's for `key` when it
+  // handed them over (and they fit), else bound now.
+  absl::StatusOr<Bind> AcquireListener(const proxy::Rule& rule, const std::string& key,
+                                              int workers);
   absl::Status Apply(config::v1::Config config, absl::string_view source,
                      absl::string_view version);
   void Publish(std::shared_ptr<const RuleTable> table);
@@ -146,6 +155,11 @@ class Server {
   std::mutex reload_mu_;                    // one Apply at a time; guards unix_listeners_
   std::map<std::string, UnixListener> unix_listeners_;  // by key
   std::unique_ptr<config::FileSource> file_source_;     // on control_
+  // Listener handoff. Guarded by reload_mu_: the sockets taken from the
+  // predecessor and not used yet, and the raw fds of every live listener.
+  std::map<std::string, std::vector<base::Fd>> inherited_;
+  std::map<std::string, std::vector<int>> listener_fds_;
+  std::unique_ptr<HandoffServer> handoff_;
   proxy::AccessLogs access_logs_;  // the rules' access logs, one per path
   std::atomic<uint64_t> reloads_ok_{0};
   std::atomic<uint64_t> reloads_failed_{0};

@@ -28,12 +28,16 @@ absl::StatusOr<config::v1::Config> TestConfig(const std::string& yaml) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Relay>> Relay::Start(const std::string& yaml, int workers) {
+  return Start(yaml, workers, server::Server::Options());
+}
+
+absl::StatusOr<std::unique_ptr<Relay>> Relay::Start(const std::string& yaml, int workers,
+                                                    server::Server::Options options) {
   // splice() into a socket the peer reset raises SIGPIPE (it has no
   // MSG_NOSIGNAL); cmd/ferry ignores SIGPIPE in main, and so must we.
   ::signal(SIGPIPE, SIG_IGN);
   auto config = TestConfig(yaml);
   if (!config.ok()) return config.status();
-  server::Server::Options options;
   options.workers = workers;
   auto server = server::Server::Create(*config, options);
   if (!server.ok()) return server.status();

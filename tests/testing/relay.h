@@ -24,6 +24,9 @@ class Relay {
   // SO_REUSEPORT is in play) and starts it. Unless the YAML sets
   // drain.timeout, it is 2s, so a failed test's teardown cannot wait 30s.
   static absl::StatusOr<std::unique_ptr<Relay>> Start(const std::string& yaml, int workers = 2);
+  // With server options (options.workers is overridden by `workers`).
+  static absl::StatusOr<std::unique_ptr<Relay>> Start(const std::string& yaml, int workers,
+                                                      server::Server::Options options);
   ~Relay();
 
   server::Server& server() { return *server_; }
