@@ -170,6 +170,7 @@ std::string Server::EndpointsJson() const {
 }
 
 std::optional<net::Address> Server::admin_address() const {
+  std::lock_guard<std::mutex> lock(admin_mu_);
   if (!admin_) return std::nullopt;
   return admin_->address();
 }
@@ -211,9 +212,32 @@ absl::Status Server::StartAdmin() {
                         return metrics::HttpResponse{200, "application/json", json};
                       }});
   }
-  FERRY_ASSIGN_OR_RETURN(admin_, metrics::AdminServer::Start(address, std::move(routes)));
+  auto started = metrics::AdminServer::Start(address, routes);
+  if (!started.ok()) {
+    if (!took_over_) return started.status();
+    // The ferry being replaced holds the admin address until it exits: this
+    // one serves it from then on (RetryAdmin, on the control thread).
+    FERRY_LOG(kWarn, "admin address held by the ferry being replaced: retrying until it is free",
+              {{"address", address.ToString()}, {"error", started.status().message()}});
+    admin_retry_ = std::make_unique<AdminRetry>(AdminRetry{address, std::move(routes), nullptr});
+    return absl::OkStatus();
+  }
+  std::lock_guard<std::mutex> lock(admin_mu_);
+  admin_ = std::move(*started);
   FERRY_LOG(kInfo, "admin listening", {{"address", admin_->address().ToString()}});
   return absl::OkStatus();
+}
+
+void Server::RetryAdmin() {
+  if (draining_.load()) return;
+  auto started = metrics::AdminServer::Start(admin_retry_->address, admin_retry_->routes);
+  if (!started.ok()) {
+    admin_retry_->timer->ArmAfter(kAdminRetryNanos);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(admin_mu_);
+  admin_ = std::move(*started);
+  FERRY_LOG(kInfo, "admin listening", {{"address", admin_->address().ToString()}});
 }
 
 }  // namespace ferry::server

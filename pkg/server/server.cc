@@ -78,6 +78,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const config::v1::Config&
                 {{"error", taken.status().message()}});
     } else {
       for (HandedListener& l : *taken) server->inherited_[l.key] = std::move(l.fds);
+      server->took_over_ = !server->inherited_.empty();
     }
   }
   // Binds everything before any thread starts, so a taken port fails the start.
@@ -159,6 +160,14 @@ absl::StatusOr<Bind> Server::AcquireListener(const proxy::Rule& rule, const std:
   inherited_.erase(it);
   FERRY_ASSIGN_OR_RETURN(net::Address address, net::ListenAddress(rule.listen));
   bool fits = address.is_unix() ? fds.size() == 1 : fds.size() == static_cast<size_t>(workers);
+  for (const base::Fd& fd : fds) {
+    // Only listening stream sockets: anything else handed over is not ours to use.
+    int listening = 0;
+    socklen_t len = sizeof(listening);
+    if (::getsockopt(fd.get(), SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) {
+      fits = false;
+    }
+  }
   if (!fits) {
     // One socket per worker: a different worker count cannot use them all,
     // and an unused one would strand the clients queued on it.
@@ -427,7 +436,11 @@ Server::~Server() {
     Drain();
     Wait();
   }
-  admin_.reset();  // its handlers read the workers: stop it first
+  {
+    std::lock_guard<std::mutex> lock(admin_mu_);
+    admin_.reset();  // its handlers read the workers: stop it first
+  }
+  admin_retry_.reset();
 }
 
 void Server::Start() {
@@ -463,6 +476,12 @@ void Server::Start() {
         FERRY_LOG(kError, "config file not watched", {{"path", options_.config_path},
                                                       {"error", s.message()}});
       }
+    });
+  }
+  if (admin_retry_) {
+    control_.Post([this] {
+      admin_retry_->timer = std::make_unique<event::Timer>(control_, [this] { RetryAdmin(); });
+      admin_retry_->timer->ArmAfter(kAdminRetryNanos);
     });
   }
   control_thread_ = std::thread([this] {

@@ -148,7 +148,19 @@ class Server {
   absl::Status StartAdmin();
 
   Options options_;
+  mutable std::mutex admin_mu_;  // guards admin_ (set late when retried)
   std::unique_ptr<metrics::AdminServer> admin_;
+  // An admin address still held by the ferry this one took the listeners
+  // from: retried on the control thread until it is free.
+  struct AdminRetry {
+    net::Address address;
+    std::vector<metrics::AdminServer::Route> routes;
+    std::unique_ptr<event::Timer> timer;
+  };
+  static constexpr int64_t kAdminRetryNanos = 200 * base::kNanosPerMilli;
+  std::unique_ptr<AdminRetry> admin_retry_;
+  bool took_over_ = false;  // listeners came from a predecessor (--handoff)
+  void RetryAdmin();
   std::vector<std::unique_ptr<Worker>> workers_;
   mutable std::mutex table_mu_;             // guards table_ (the pointer, not the table)
   std::shared_ptr<const RuleTable> table_;  // never null after Create
