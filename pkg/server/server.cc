@@ -461,22 +461,21 @@ void Server::Start() {
   for (auto& worker : workers_) worker->Start();
   ready_.store(true, std::memory_order_relaxed);
   if (!options_.config_path.empty()) {
-    // The watcher lives on the control thread, as its contract wants.
-    control_.Post([this, version = running->version] {
-      file_source_ = std::make_unique<config::FileSource>(
-          control_, options_.config_path, options_.file_source,
-          [this](const std::string& text, const std::string& version,
-                 config::FileSource::Trigger trigger) {
-            FERRY_LOG(kInfo, "config file changed",
-                      {{"path", options_.config_path}, {"version", version},
-                       {"trigger", config::TriggerName(trigger)}});
-            (void)ReloadText(text, "file", version);
-          });
-      if (absl::Status s = file_source_->Start(version); !s.ok()) {
-        FERRY_LOG(kError, "config file not watched", {{"path", options_.config_path},
-                                                      {"error", s.message()}});
-      }
-    });
+    // Made and started before the control thread runs it, so that once
+    // "started" is logged its inotify fd exists (and a change is not missed).
+    file_source_ = std::make_unique<config::FileSource>(
+        control_, options_.config_path, options_.file_source,
+        [this](const std::string& text, const std::string& version,
+               config::FileSource::Trigger trigger) {
+          FERRY_LOG(kInfo, "config file changed",
+                    {{"path", options_.config_path}, {"version", version},
+                     {"trigger", config::TriggerName(trigger)}});
+          (void)ReloadText(text, "file", version);
+        });
+    if (absl::Status s = file_source_->Start(running->version); !s.ok()) {
+      FERRY_LOG(kError, "config file not watched",
+                {{"path", options_.config_path}, {"error", s.message()}});
+    }
   }
   if (admin_retry_) {
     control_.Post([this] {
