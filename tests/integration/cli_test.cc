@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -16,6 +17,7 @@
 #include <tuple>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/testing/admin.h"
 #include "tests/testing/child_process.h"
@@ -265,6 +267,45 @@ TEST(CliTest, LowPortWithoutTheRightFailsNamingTheRuleAndWhy) {
   EXPECT_EQ(code, 1) << out;
   EXPECT_TRUE(absl::StrContains(out, "rule \\\"low\\\": bind 127.0.0.1:")) << out;
   EXPECT_TRUE(absl::StrContains(out, "need root or CAP_NET_BIND_SERVICE")) << out;
+}
+
+TEST(CliTest, Sigusr1ReopensTheAccessLogAfterARotation) {
+  EchoServer echo("127.0.0.1:0");
+  TempDir dir;
+  const std::string log = dir.File("access.log");
+  std::string config = dir.Write(
+      "ferry.yaml",
+      OneRuleYaml("127.0.0.1:0", {echo.target()},
+                  absl::StrCat("    access_log: { format: text, path: \"", log, "\" }\n"),
+                  "admin: { listen: \"\" }\n"));
+  auto child = ChildProcess::Start(FerryBinary(), {"run", "--config", config, "--workers", "1"});
+  ASSERT_TRUE(child.ok()) << child.status();
+  auto address = WaitListening(**child, "main");
+  ASSERT_TRUE(address.ok()) << address.status();
+  auto lines = [](const std::string& path) {
+    std::ifstream in(path);
+    int n = 0;
+    for (std::string line; std::getline(in, line);) n += absl::StrContains(line, "outcome=ok");
+    return n;
+  };
+  {
+    Connected c = Connect(*address);
+    EXPECT_EQ(EchoRoundTrip(c.fd.get(), "one"), "");
+  }
+  ASSERT_TRUE(WaitUntil([&] { return lines(log) == 1; }, Millis(5000)));
+  ASSERT_EQ(std::rename(log.c_str(), (log + ".1").c_str()), 0);
+  ASSERT_TRUE((*child)->Signal(SIGUSR1));
+  ASSERT_TRUE((*child)->WaitForStderr("reopen logs", Millis(5000))) << (*child)->Stderr();
+  {
+    Connected c = Connect(*address);
+    EXPECT_EQ(EchoRoundTrip(c.fd.get(), "two"), "");
+  }
+  ASSERT_TRUE(WaitUntil([&] { return lines(log) == 1; }, Millis(5000)))
+      << "no line in the reopened file";
+  EXPECT_EQ(lines(log + ".1"), 1);
+  ASSERT_TRUE((*child)->Signal(SIGTERM));
+  ASSERT_TRUE((*child)->WaitExit(Millis(5000)).has_value());
+  EXPECT_EQ((*child)->exit_code(), 0) << (*child)->Stderr();
 }
 
 TEST(CliTest, UnknownUserFailsTheStartNamingIt) {
