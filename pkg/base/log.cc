@@ -27,44 +27,6 @@ const char* LevelName(LogLevel level) {
   return "info";
 }
 
-void AppendJsonString(std::string* out, absl::string_view s) {
-  out->push_back('"');
-  for (char c : s) {
-    switch (c) {
-      case '"': out->append("\\\""); break;
-      case '\\': out->append("\\\\"); break;
-      case '\n': out->append("\\n"); break;
-      case '\r': out->append("\\r"); break;
-      case '\t': out->append("\\t"); break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out->append(buf);
-        } else {
-          out->push_back(c);
-        }
-    }
-  }
-  out->push_back('"');
-}
-
-// logfmt: quote a value only when it needs it.
-void AppendTextValue(std::string* out, absl::string_view s) {
-  bool plain = !s.empty();
-  for (char c : s) {
-    if (c == ' ' || c == '"' || c == '=' || static_cast<unsigned char>(c) < 0x21) {
-      plain = false;
-      break;
-    }
-  }
-  if (plain) {
-    out->append(s.data(), s.size());
-  } else {
-    AppendJsonString(out, s);
-  }
-}
-
 std::string FormatTime(int64_t unix_nanos) {
   time_t secs = unix_nanos / kNanosPerSecond;
   int millis = static_cast<int>((unix_nanos % kNanosPerSecond) / kNanosPerMilli);
@@ -132,7 +94,7 @@ std::string FormatLogLine(LogFormat format, int64_t unix_nanos, LogLevel level,
     AppendJsonString(&out, msg);
     for (const LogField& f : fields) {
       absl::StrAppend(&out, " ", f.key, "=");
-      AppendTextValue(&out, f.value);
+      AppendLogfmtValue(&out, f.value);
     }
     out.push_back('\n');
   }
@@ -149,6 +111,43 @@ void Log(LogLevel level, absl::string_view msg, std::initializer_list<LogField> 
   // One write per line; a short write to a pipe of < PIPE_BUF bytes cannot happen.
   ssize_t r = ::write(STDERR_FILENO, line.data(), line.size());
   (void)r;
+}
+
+void AppendJsonString(std::string* out, absl::string_view s) {
+  out->push_back('"');
+  for (char c : s) {
+    switch (c) {
+      case '"': out->append("\\\""); break;
+      case '\\': out->append("\\\\"); break;
+      case '\n': out->append("\\n"); break;
+      case '\r': out->append("\\r"); break;
+      case '\t': out->append("\\t"); break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", static_cast<unsigned char>(c));
+          out->append(buf);
+        } else {
+          out->push_back(c);
+        }
+    }
+  }
+  out->push_back('"');
+}
+
+void AppendLogfmtValue(std::string* out, absl::string_view s) {
+  bool plain = !s.empty();
+  for (char c : s) {
+    if (c == ' ' || c == '"' || c == '=' || static_cast<unsigned char>(c) < 0x21 || c == 0x7f) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) {
+    out->append(s.data(), s.size());
+  } else {
+    AppendJsonString(out, s);
+  }
 }
 
 }  // namespace ferry::base

@@ -34,6 +34,12 @@ void Log(LogLevel level, absl::string_view msg, std::initializer_list<LogField> 
 std::string FormatLogLine(LogFormat format, int64_t unix_nanos, LogLevel level,
                           absl::string_view msg, std::initializer_list<LogField> fields);
 
+// Appends `s` as a JSON string: quoted, with ", \\ and control characters
+// escaped.
+void AppendJsonString(std::string* out, absl::string_view s);
+// Appends `s` as a logfmt value: as it is when it can be, else as a JSON string.
+void AppendLogfmtValue(std::string* out, absl::string_view s);
+
 #define FERRY_LOG(level, ...)                                                  \
   do {                                                                         \
     if (::ferry::base::LogEnabled(::ferry::base::LogLevel::level))             \

@@ -97,43 +97,6 @@ void AppendClfTime(std::string* out, int64_t unix_nanos) {
   out->append(buf, n > 0 ? static_cast<size_t>(n) : 0);
 }
 
-void AppendJsonString(std::string* out, absl::string_view s) {
-  out->push_back('"');
-  for (char c : s) {
-    switch (c) {
-      case '"': out->append("\\\""); break;
-      case '\\': out->append("\\\\"); break;
-      case '\n': out->append("\\n"); break;
-      case '\r': out->append("\\r"); break;
-      case '\t': out->append("\\t"); break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", static_cast<unsigned char>(c));
-          out->append(buf);
-        } else {
-          out->push_back(c);
-        }
-    }
-  }
-  out->push_back('"');
-}
-
-// logfmt: a value is quoted only when it has to be, as in ferry's own log.
-void AppendTextValue(std::string* out, absl::string_view s) {
-  bool plain = !s.empty();
-  for (char c : s) {
-    if (c == ' ' || c == '"' || c == '=' || static_cast<unsigned char>(c) < 0x21 || c == 0x7f) {
-      plain = false;
-      break;
-    }
-  }
-  if (plain) {
-    out->append(s.data(), s.size());
-  } else {
-    AppendJsonString(out, s);
-  }
-}
 
 // Percent-encodes everything but a URL path's safe bytes, so a CLF field never
 // holds a space or a quote and a URL segment never holds a '/' (unless
@@ -171,17 +134,17 @@ void FormatText(const AccessRecord& r, std::string* out) {
   out->append("ts=");
   AppendRfc3339(out, r.start_unix_nanos);
   out->append(" rule=");
-  AppendTextValue(out, r.rule);
+  base::AppendLogfmtValue(out, r.rule);
   out->append(" client=");
-  AppendTextValue(out, AddressText(r.client));
+  base::AppendLogfmtValue(out, AddressText(r.client));
   out->append(" listen=");
-  AppendTextValue(out, AddressText(r.listen));
+  base::AppendLogfmtValue(out, AddressText(r.listen));
   out->append(" endpoint=");
-  AppendTextValue(out, AddressText(r.endpoint));
+  base::AppendLogfmtValue(out, AddressText(r.endpoint));
   absl::StrAppend(out, " bytes_from_client=", r.bytes_from_client,
                   " bytes_to_client=", r.bytes_to_client,
                   " duration_ms=", DurationMillis(r.duration_nanos), " outcome=");
-  AppendTextValue(out, r.outcome);
+  base::AppendLogfmtValue(out, r.outcome);
   out->push_back('\n');
 }
 
@@ -189,7 +152,7 @@ void AppendJsonAddress(std::string* out, const net::Address* a) {
   if (a == nullptr) {
     out->append("null");
   } else {
-    AppendJsonString(out, a->ToString());
+    base::AppendJsonString(out, a->ToString());
   }
 }
 
@@ -197,7 +160,7 @@ void FormatJson(const AccessRecord& r, std::string* out) {
   out->append("{\"ts\":\"");
   AppendRfc3339(out, r.start_unix_nanos);
   out->append("\",\"rule\":");
-  AppendJsonString(out, r.rule);
+  base::AppendJsonString(out, r.rule);
   out->append(",\"client\":");
   AppendJsonAddress(out, r.client);
   out->append(",\"listen\":");
@@ -207,7 +170,7 @@ void FormatJson(const AccessRecord& r, std::string* out) {
   absl::StrAppend(out, ",\"bytes_from_client\":", r.bytes_from_client,
                   ",\"bytes_to_client\":", r.bytes_to_client,
                   ",\"duration_ms\":", DurationMillis(r.duration_nanos), ",\"outcome\":");
-  AppendJsonString(out, r.outcome);
+  base::AppendJsonString(out, r.outcome);
   out->append("}\n");
 }
 
@@ -255,7 +218,7 @@ absl::StatusOr<AccessLogFormat> ParseAccessLogFormat(absl::string_view name) {
   if (name == "json") return AccessLogFormat::kJson;
   if (name == "clf") return AccessLogFormat::kClf;
   std::string shown;
-  AppendJsonString(&shown, name);
+  base::AppendJsonString(&shown, name);
   return absl::InvalidArgumentError(
       absl::StrCat("unknown access log format ", shown, " (expected text, json or clf)"));
 }

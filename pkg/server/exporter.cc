@@ -16,16 +16,8 @@ namespace {
 using proxy::Outcome;
 
 std::string JsonString(absl::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    if (static_cast<unsigned char>(c) < 0x20) {
-      absl::StrAppend(&out, "\\u00", absl::Hex(c, absl::kZeroPad2));
-      continue;
-    }
-    out.push_back(c);
-  }
-  out.push_back('"');
+  std::string out;
+  base::AppendJsonString(&out, s);
   return out;
 }
 
