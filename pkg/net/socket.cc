@@ -1,5 +1,7 @@
 #include "pkg/net/socket.h"
 
+#include "pkg/base/status.h"
+
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -42,7 +44,8 @@ void RemoveStaleUnixSocket(const Address& address) {
 
 }  // namespace
 
-absl::StatusOr<base::Fd> ListenSocket(const Address& address, bool reuse_port, int backlog) {
+absl::StatusOr<base::Fd> ListenSocket(const Address& address, bool reuse_port, int backlog,
+                                      bool listen) {
   base::Fd fd(::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return Errno("socket for", address, errno);
   if (address.is_unix()) {
@@ -55,8 +58,13 @@ absl::StatusOr<base::Fd> ListenSocket(const Address& address, bool reuse_port, i
     SetInt(fd.get(), IPPROTO_TCP, TCP_NODELAY, 1);
   }
   if (::bind(fd.get(), address.sa(), address.len()) != 0) return Errno("bind", address, errno);
-  if (::listen(fd.get(), backlog) != 0) return Errno("listen", address, errno);
+  if (listen) FERRY_RETURN_IF_ERROR(StartListening(fd.get(), address, backlog));
   return fd;
+}
+
+absl::Status StartListening(int fd, const Address& address, int backlog) {
+  if (::listen(fd, backlog) != 0) return Errno("listen", address, errno);
+  return absl::OkStatus();
 }
 
 int StartConnect(const Address& target, const Address* source, base::Fd* out) {

@@ -17,7 +17,12 @@ struct KeepAlive {
 // A non-blocking listening socket. IP sockets get SO_REUSEADDR, and
 // SO_REUSEPORT when `reuse_port` (one per worker); "[::]" is dual stack. A unix
 // path left by a dead process is removed; one with a live listener is EADDRINUSE.
-absl::StatusOr<base::Fd> ListenSocket(const Address& address, bool reuse_port, int backlog);
+// With `listen` false it is only bound: StartListening() later. A bound
+// socket takes no connection, so closing it resets nobody, and an SO_REUSEPORT
+// socket joins its port's group only at listen().
+absl::StatusOr<base::Fd> ListenSocket(const Address& address, bool reuse_port, int backlog,
+                                      bool listen = true);
+absl::Status StartListening(int fd, const Address& address, int backlog);
 
 // Starts a non-blocking connect, bound to `source` when not null. Returns 0
 // (connected), EINPROGRESS (wait for writable, then SocketError()) or an errno.

@@ -87,6 +87,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const config::v1::Config&
   for (const auto& [key, fds] : server->inherited_) {
     FERRY_LOG(kInfo, "listener of the old ferry not in this config", {{"listener", key}});
   }
+  FERRY_RETURN_IF_ERROR(server->StartAdmin());
   server->inherited_.clear();
   if (!options.handoff_path.empty()) {
     Server* s = server.get();
@@ -102,7 +103,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const config::v1::Config&
                              return out;
                            }));
   }
-  FERRY_RETURN_IF_ERROR(server->StartAdmin());
+  // Everything that can fail has succeeded: now the listeners take clients.
+  for (const auto& [fd, address] : server->deferred_listen_) {
+    FERRY_RETURN_IF_ERROR(net::StartListening(fd, address, kBacklog));
+  }
+  server->deferred_listen_.clear();
   return server;
 }
 
@@ -116,7 +121,9 @@ struct Bind {
 
 namespace {
 
-absl::StatusOr<Bind> BindListener(const proxy::Rule& rule, int workers) {
+// `listen` false: bound only (see net::ListenSocket); the start listens once
+// nothing else can fail.
+absl::StatusOr<Bind> BindListener(const proxy::Rule& rule, int workers, bool listen) {
   Bind b;
   FERRY_ASSIGN_OR_RETURN(b.bound, net::ListenAddress(rule.listen));
   auto named = [&](const absl::Status& s) {
@@ -128,7 +135,7 @@ absl::StatusOr<Bind> BindListener(const proxy::Rule& rule, int workers) {
                         absl::StrCat("rule \"", rule.name, "\": ", s.message(), hint));
   };
   if (b.bound.is_unix()) {
-    auto fd = net::ListenSocket(b.bound, false, kBacklog);
+    auto fd = net::ListenSocket(b.bound, false, kBacklog, listen);
     if (!fd.ok()) return named(fd.status());
     b.shared = std::move(*fd);
     return b;
@@ -138,7 +145,7 @@ absl::StatusOr<Bind> BindListener(const proxy::Rule& rule, int workers) {
   // drains on SIGTERM). A program without SO_REUSEPORT on the port still
   // makes the bind fail.
   for (int i = 0; i < workers; ++i) {
-    auto fd = net::ListenSocket(b.bound, true, kBacklog);
+    auto fd = net::ListenSocket(b.bound, true, kBacklog, listen);
     if (!fd.ok()) return named(fd.status());
     if (b.bound.port() == 0) {
       // Port 0: the first bind picks the port; every other worker reuses it.
@@ -155,7 +162,11 @@ absl::StatusOr<Bind> BindListener(const proxy::Rule& rule, int workers) {
 absl::StatusOr<Bind> Server::AcquireListener(const proxy::Rule& rule, const std::string& key,
                                              int workers) {
   auto it = inherited_.find(key);
-  if (it == inherited_.end()) return BindListener(rule, workers);
+  // At a start, sockets listen only once everything else succeeded: a
+  // ferry that fails to start then resets no client (of its own, or of the
+  // running ferry whose SO_REUSEPORT group it would have joined).
+  const bool listen = started_;
+  if (it == inherited_.end()) return BindListener(rule, workers, listen);
   std::vector<base::Fd> fds = std::move(it->second);
   inherited_.erase(it);
   FERRY_ASSIGN_OR_RETURN(net::Address address, net::ListenAddress(rule.listen));
@@ -173,7 +184,7 @@ absl::StatusOr<Bind> Server::AcquireListener(const proxy::Rule& rule, const std:
     // and an unused one would strand the clients queued on it.
     FERRY_LOG(kWarn, "the old ferry's listener has another worker count: binding beside it",
               {{"rule", rule.name}, {"old_sockets", fds.size()}, {"workers", workers}});
-    return BindListener(rule, workers);
+    return BindListener(rule, workers, listen);
   }
   Bind b;
   if (address.is_unix()) {
@@ -255,6 +266,12 @@ absl::Status Server::Apply(config::v1::Config config, absl::string_view source,
     FERRY_ASSIGN_OR_RETURN(Bind b, AcquireListener(*e.rule, e.key, workers));
     e.bound = b.bound;
     fresh.push_back(i);
+    if (!started_) {
+      // Listened to at the end of Create() (again, for taken-over sockets:
+      // harmless, it only sets the backlog).
+      if (b.shared.valid()) deferred_listen_.push_back({b.shared.get(), b.bound});
+      for (const base::Fd& fd : b.per_worker) deferred_listen_.push_back({fd.get(), b.bound});
+    }
     std::vector<int>& raw = new_fds[e.key];
     if (b.shared.valid()) raw.push_back(b.shared.get());
     for (const base::Fd& fd : b.per_worker) raw.push_back(fd.get());

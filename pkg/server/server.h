@@ -160,6 +160,8 @@ class Server {
   static constexpr int64_t kAdminRetryNanos = 200 * base::kNanosPerMilli;
   std::unique_ptr<AdminRetry> admin_retry_;
   bool took_over_ = false;  // listeners came from a predecessor (--handoff)
+  // Sockets bound by Create(), listened to once nothing else can fail.
+  std::vector<std::pair<int, net::Address>> deferred_listen_;
   void RetryAdmin();
   std::vector<std::unique_ptr<Worker>> workers_;
   mutable std::mutex table_mu_;             // guards table_ (the pointer, not the table)

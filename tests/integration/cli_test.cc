@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -306,6 +307,49 @@ TEST(CliTest, Sigusr1ReopensTheAccessLogAfterARotation) {
   ASSERT_TRUE((*child)->Signal(SIGTERM));
   ASSERT_TRUE((*child)->WaitExit(Millis(5000)).has_value());
   EXPECT_EQ((*child)->exit_code(), 0) << (*child)->Stderr();
+}
+
+TEST(CliTest, ASecondFerryThatFailsToStartResetsNoClientOfTheFirst) {
+  EchoServer echo("127.0.0.1:0");
+  // Fixed ports, so the second ferry binds beside the first (SO_REUSEPORT)
+  // and then fails on the admin address the first holds.
+  Listening port = Listen("127.0.0.1:0");
+  Listening admin_port = Listen("127.0.0.1:0");
+  const net::Address rule = port.address, admin = admin_port.address;
+  port.fd.Reset();
+  admin_port.fd.Reset();
+  TempDir dir;
+  std::string config =
+      dir.Write("ferry.yaml", OneRuleYaml(rule.ToString(), {echo.target()}, "",
+                                          absl::StrCat("admin: { listen: \"", admin.ToString(),
+                                                       "\" }\n")));
+  auto first = ChildProcess::Start(FerryBinary(), {"run", "--config", config, "--workers", "2"});
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(WaitListening(**first, "main").ok());
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::thread load([&] {
+    while (!stop.load()) {
+      Connected c = Connect(rule, 2000, 2000);
+      if (c.fd.valid() && EchoRoundTrip(c.fd.get(), "x").empty()) {
+        ++ok;
+      } else {
+        ++failed;
+      }
+    }
+  });
+  for (int i = 0; i < 5; ++i) {
+    Result r = RunFerry({"run", "--config", config, "--workers", "2"});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_TRUE(absl::StrContains(r.err, admin.ToString())) << r.err;
+  }
+  stop.store(true);
+  load.join();
+  EXPECT_GT(ok.load(), 0);
+  EXPECT_EQ(failed.load(), 0) << "clients of the running ferry were refused or reset";
+  ASSERT_TRUE((*first)->Signal(SIGTERM));
+  ASSERT_TRUE((*first)->WaitExit(Millis(5000)).has_value());
 }
 
 TEST(CliTest, UnknownUserFailsTheStartNamingIt) {
