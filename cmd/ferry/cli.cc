@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "cmd/ferry/flags.h"
+#include "cmd/ferry/history.h"
 #include "cmd/ferry/import.h"
 #include "cmd/ferry/pipe.h"
 #include "cmd/ferry/version.h"
@@ -481,6 +482,7 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   if (command == "validate") return Validate(args, out, err);
   if (command == "pipe") return Pipe(args, out, err);
   if (command == "import") return Import(args, out, err);
+  if (command == "history") return History(args, out, err);
   if (command[0] == '-') {
     err << "ferry: unknown flag " << command << " (flags follow the command)\n";
     return kUsageError;

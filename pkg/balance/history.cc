@@ -1,0 +1,1 @@
+#include "pkg/balance/history.h"
