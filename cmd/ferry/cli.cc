@@ -5,9 +5,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <optional>
@@ -23,8 +22,8 @@
 #include "cmd/ferry/version.h"
 #include "pkg/base/log.h"
 #include "pkg/base/privileges.h"
-#include "pkg/metrics/progress.h"
 #include "pkg/config/loader.h"
+#include "pkg/metrics/progress.h"
 #include "pkg/net/address.h"
 #include "pkg/server/server.h"
 
@@ -260,8 +259,8 @@ class Command {
   std::string name_;
 };
 
-bool SetDuration(const std::string& flag, const std::string& text,
-                 google::protobuf::Duration* d, std::string* error) {
+bool SetDuration(const std::string& flag, const std::string& text, google::protobuf::Duration* d,
+                 std::string* error) {
   absl::Duration parsed;
   if (!absl::ParseDuration(text, &parsed) || parsed < absl::ZeroDuration() ||
       parsed == absl::InfiniteDuration()) {
@@ -288,11 +287,21 @@ int Forward(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   Parsed p;
   std::string error;
   const std::map<std::string, FlagSpec> specs = {
-      {"name", {true}},           {"allow", {true}},           {"deny", {true}},
-      {"connect-timeout", {true}}, {"connect-attempts", {true}}, {"idle-timeout", {true}},
-      {"half-close-timeout", {true}}, {"max-lifetime", {true}}, {"max-connections", {true}},
-      {"admin", {true}},          {"insert-file", {true}},     {"proxy-protocol", {true}},
-      {"progress", {false}},      {"user", {true}},            {"rate", {true}},
+      {"name", {true}},
+      {"allow", {true}},
+      {"deny", {true}},
+      {"connect-timeout", {true}},
+      {"connect-attempts", {true}},
+      {"idle-timeout", {true}},
+      {"half-close-timeout", {true}},
+      {"max-lifetime", {true}},
+      {"max-connections", {true}},
+      {"admin", {true}},
+      {"insert-file", {true}},
+      {"proxy-protocol", {true}},
+      {"progress", {false}},
+      {"user", {true}},
+      {"rate", {true}},
       {"handoff", {true}},
   };
   if (!ParseFlags(args, 1, specs, &p, &error)) return cmd.Usage(error);
@@ -308,14 +317,14 @@ int Forward(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   config::v1::Rule* rule = config.add_rules();
   rule->set_name(Last(p, "name").value_or("forward"));
   if (auto hp = net::ParseHostPort(p.positional[0]); !hp.ok()) {
-    return cmd.Usage(absl::StrCat("bad listen address \"", p.positional[0], "\": ",
-                                  hp.status().message()));
+    return cmd.Usage(
+        absl::StrCat("bad listen address \"", p.positional[0], "\": ", hp.status().message()));
   }
   rule->set_listen(p.positional[0]);
   for (size_t i = 1; i < p.positional.size(); ++i) {
     if (auto hp = net::ParseHostPort(p.positional[i]); !hp.ok()) {
-      return cmd.Usage(absl::StrCat("bad target address \"", p.positional[i], "\": ",
-                                    hp.status().message()));
+      return cmd.Usage(
+          absl::StrCat("bad target address \"", p.positional[i], "\": ", hp.status().message()));
     }
     rule->add_targets()->set_address(p.positional[i]);
   }
@@ -395,7 +404,8 @@ int Run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   }
   int workers = 0;
   if (!cmd.ApplyCommon(p, &workers)) return kUsageError;
-  if (!p.positional.empty()) return cmd.Usage(absl::StrCat("unexpected argument \"", p.positional[0], "\""));
+  if (!p.positional.empty())
+    return cmd.Usage(absl::StrCat("unexpected argument \"", p.positional[0], "\""));
   auto path = Last(p, "config");
   if (!path) return cmd.Usage("needs --config FILE");
   // Read once: what runs and the version the watcher compares with must be
@@ -434,7 +444,8 @@ int Validate(const std::vector<std::string>& args, std::ostream& out, std::ostre
   }
   int workers = 0;
   if (!cmd.ApplyCommon(p, &workers)) return kUsageError;
-  if (!p.positional.empty()) return cmd.Usage(absl::StrCat("unexpected argument \"", p.positional[0], "\""));
+  if (!p.positional.empty())
+    return cmd.Usage(absl::StrCat("unexpected argument \"", p.positional[0], "\""));
   auto path = Last(p, "config");
   if (!path) return cmd.Usage("needs --config FILE");
   config::Loaded loaded = config::LoadConfigFile(*path);
@@ -446,8 +457,9 @@ int Validate(const std::vector<std::string>& args, std::ostream& out, std::ostre
       if (std::FILE* f = std::fopen(file.c_str(), "rb")) {
         std::fclose(f);
       } else {
-        loaded.errors.push_back({absl::StrCat("rules[", i, "].insert.file"),
-                                 absl::StrCat("cannot read \"", file, "\": ", std::strerror(errno))});
+        loaded.errors.push_back(
+            {absl::StrCat("rules[", i, "].insert.file"),
+             absl::StrCat("cannot read \"", file, "\": ", std::strerror(errno))});
       }
     }
   }

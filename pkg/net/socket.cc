@@ -1,7 +1,5 @@
 #include "pkg/net/socket.h"
 
-#include "pkg/base/status.h"
-
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -13,6 +11,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "pkg/base/status.h"
 
 namespace ferry::net {
 namespace {

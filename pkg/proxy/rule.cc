@@ -16,8 +16,7 @@ int64_t DurationNanos(const google::protobuf::Duration& d) {
   return d.seconds() * base::kNanosPerSecond + d.nanos();
 }
 
-absl::StatusOr<std::string> InsertBytes(const std::string& rule,
-                                        const config::v1::Insert& insert) {
+absl::StatusOr<std::string> InsertBytes(const std::string& rule, const config::v1::Insert& insert) {
   std::string bytes;
   switch (insert.source_case()) {
     case config::v1::Insert::kText:
@@ -119,7 +118,8 @@ absl::StatusOr<std::shared_ptr<Rule>> BuildRule(const config::v1::Rule& in, Acce
   rule->connection_rate = in.rate_limit().connection_bytes_per_second();
   if (uint64_t rate = in.rate_limit().rule_bytes_per_second(); rate > 0) {
     for (auto& bucket : rule->rule_rate) {
-      bucket = std::make_shared<pump::SharedTokenBucket>(rate, pump::TokenBucket::DefaultBurst(rate));
+      bucket =
+          std::make_shared<pump::SharedTokenBucket>(rate, pump::TokenBucket::DefaultBurst(rate));
     }
   }
   const config::v1::ProxyProtocol& pp = in.proxy_protocol();
@@ -142,9 +142,9 @@ absl::StatusOr<std::shared_ptr<Rule>> BuildRule(const config::v1::Rule& in, Acce
       const std::string& path = in.access_log().path().empty() ? "stdout" : in.access_log().path();
       auto log = logs->Get(path, *format);
       if (!log.ok()) {
-        return absl::Status(log.status().code(),
-                            absl::StrCat("rule \"", in.name(), "\": access_log: ",
-                                         log.status().message()));
+        return absl::Status(
+            log.status().code(),
+            absl::StrCat("rule \"", in.name(), "\": access_log: ", log.status().message()));
       }
       rule->access_log = std::move(*log);
     }
@@ -153,7 +153,8 @@ absl::StatusOr<std::shared_ptr<Rule>> BuildRule(const config::v1::Rule& in, Acce
 }
 
 void AttachCounters(Rule& rule, const Rule* previous, int workers) {
-  rule.counters = previous != nullptr ? previous->counters : std::make_shared<RuleCounters>(workers);
+  rule.counters =
+      previous != nullptr ? previous->counters : std::make_shared<RuleCounters>(workers);
   auto counters_for = [&](const std::string& key) {
     // A target listed twice resolves to one endpoint twice: one series.
     for (const auto* list : {&rule.endpoint_counters, &rule.redirect_counters}) {

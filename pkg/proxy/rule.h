@@ -85,17 +85,17 @@ struct Rule {
   net::Acl acl;
   int64_t connect_timeout_nanos = kDefaultConnectTimeoutNanos;
   int connect_attempts = kDefaultConnectAttempts;
-  int64_t idle_timeout_nanos = kDefaultIdleTimeoutNanos;  // 0: never
+  int64_t idle_timeout_nanos = kDefaultIdleTimeoutNanos;             // 0: never
   int64_t half_close_timeout_nanos = kDefaultHalfCloseTimeoutNanos;  // 0: never
-  int64_t max_lifetime_nanos = 0;  // 0: unlimited
-  uint32_t max_connections = 0;    // 0: unlimited
+  int64_t max_lifetime_nanos = 0;                                    // 0: unlimited
+  uint32_t max_connections = 0;                                      // 0: unlimited
   net::KeepAlive keepalive;
   int64_t delay_nanos = 0;  // wait after accepting, before connecting
   std::string insert;       // written to the target before the client's bytes
   // Bound before connecting ($INADDR_DEFAULT); empty: the kernel chooses.
   std::vector<net::Address> source_addresses;
   uint32_t max_connections_per_source = 0;  // 0: unlimited
-  bool lazy_close = false;  // close: lazy: a FIN is not passed on
+  bool lazy_close = false;                  // close: lazy: a FIN is not passed on
   // rate_limit: per connection (each direction), and shared by the rule's
   // connections (one bucket per direction: [0] to the target, [1] to the client).
   uint64_t connection_rate = 0;  // bytes per second; 0: unlimited

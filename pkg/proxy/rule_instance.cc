@@ -9,15 +9,24 @@ namespace ferry::proxy {
 
 const char* OutcomeName(Outcome outcome) {
   switch (outcome) {
-    case Outcome::kOk: return "ok";
-    case Outcome::kTimeout: return "timeout";
-    case Outcome::kDenied: return "denied";
-    case Outcome::kLimit: return "limit";
-    case Outcome::kProxyProtocol: return "proxy_protocol";
-    case Outcome::kNoEndpoint: return "no_endpoint";
-    case Outcome::kConnectFailed: return "connect_failed";
-    case Outcome::kError: return "error";
-    case Outcome::kCount: break;
+    case Outcome::kOk:
+      return "ok";
+    case Outcome::kTimeout:
+      return "timeout";
+    case Outcome::kDenied:
+      return "denied";
+    case Outcome::kLimit:
+      return "limit";
+    case Outcome::kProxyProtocol:
+      return "proxy_protocol";
+    case Outcome::kNoEndpoint:
+      return "no_endpoint";
+    case Outcome::kConnectFailed:
+      return "connect_failed";
+    case Outcome::kError:
+      return "error";
+    case Outcome::kCount:
+      break;
   }
   return "error";
 }

@@ -8,7 +8,6 @@
 #include <tuple>
 
 #include "absl/time/clock.h"
-
 #include "pkg/base/log.h"
 #include "pkg/net/socket.h"
 #include "pkg/proxy/proxy_protocol.h"
@@ -138,7 +137,8 @@ void Session::Admit() {
     if (!allowed) {
       // Never an open relay: only the destinations the rule names.
       FERRY_LOG(kInfo, "redirected destination not allowed",
-                {{"rule", rule_->name}, {"client", peer_.ToString()},
+                {{"rule", rule_->name},
+                 {"client", peer_.ToString()},
                  {"destination", target.ToString()}});
       Close(Outcome::kDenied, false);
       return;
@@ -186,17 +186,18 @@ void Session::Connect() {
       }
       return;
     }
-    FERRY_LOG(kDebug, "connect failed",
-              {{"rule", rule_->name}, {"endpoint", target.ToString()}, {"error", std::strerror(err)}});
+    FERRY_LOG(
+        kDebug, "connect failed",
+        {{"rule", rule_->name}, {"endpoint", target.ToString()}, {"error", std::strerror(err)}});
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) break;
   }
   Close(Outcome::kConnectFailed, false);
 }
 
 void Session::ConnectFailed(int err) {
-  FERRY_LOG(kDebug, "connect failed",
-            {{"rule", rule_->name}, {"endpoint", Endpoint().ToString()},
-             {"error", std::strerror(err)}});
+  FERRY_LOG(
+      kDebug, "connect failed",
+      {{"rule", rule_->name}, {"endpoint", Endpoint().ToString()}, {"error", std::strerror(err)}});
   upstream_.Reset();  // close() takes it out of the epoll set
   Connect();
 }
@@ -208,7 +209,8 @@ static EndpointStats& RedirectStats(const Rule& rule, const net::Address& target
     if (rule.endpoints[i].Unmapped() == target) return rule.endpoint_stats(i, worker);
   }
   for (size_t i = 0; i < rule.allow_targets.size(); ++i) {
-    if (rule.allow_targets[i].Contains(target)) return rule.redirect_counters[i]->per_worker[worker];
+    if (rule.allow_targets[i].Contains(target))
+      return rule.redirect_counters[i]->per_worker[worker];
   }
   return rule.redirect_counters.front()->per_worker[worker];  // Admit() checked
 }
@@ -324,8 +326,7 @@ void Session::Drive() {
 
   if (up == pump::Pump::State::kError || down == pump::Pump::State::kError) {
     int err = up == pump::Pump::State::kError ? to_target_->error() : to_client_->error();
-    FERRY_LOG(kDebug, "connection reset",
-              {{"rule", rule_->name}, {"error", std::strerror(err)}});
+    FERRY_LOG(kDebug, "connection reset", {{"rule", rule_->name}, {"error", std::strerror(err)}});
     // close: lazy ends with a failed write once a side has closed: that is
     // its normal end, not an error.
     bool lazy_end = rule_->lazy_close && half_closed_nanos_ != 0;
@@ -404,8 +405,8 @@ void Session::OnTimer() {
       return;
     }
   } else {
-    bool idle = rule_->idle_timeout_nanos > 0 &&
-                now >= last_activity_nanos_ + rule_->idle_timeout_nanos;
+    bool idle =
+        rule_->idle_timeout_nanos > 0 && now >= last_activity_nanos_ + rule_->idle_timeout_nanos;
     bool half = rule_->half_close_timeout_nanos > 0 && half_closed_nanos_ != 0 &&
                 now >= HalfCloseIdleSince() + rule_->half_close_timeout_nanos;
     if (idle || half) {

@@ -99,12 +99,12 @@ class Session final : public event::Deletable {
   RuleInstance& owner_;
   event::Loop& loop_;
   std::shared_ptr<const Rule> rule_;  // the generation this session was accepted under
-  RuleStats& stats_;                   // rule_'s slot for this worker
+  RuleStats& stats_;                  // rule_'s slot for this worker
   State state_ = State::kConnecting;
   base::Fd client_;
   base::Fd upstream_;
-  net::Address peer_;  // the client: the PROXY header's when accepted
-  std::unique_ptr<net::Address> declared_dst_;    // the PROXY header's destination
+  net::Address peer_;                              // the client: the PROXY header's when accepted
+  std::unique_ptr<net::Address> declared_dst_;     // the PROXY header's destination
   std::unique_ptr<net::Address> redirect_target_;  // transparent: redirect
   std::unique_ptr<Pacing> pacing_;
   Side client_side_{*this, false};
@@ -114,12 +114,12 @@ class Session final : public event::Deletable {
   std::optional<pump::Pump> to_target_;
   std::optional<pump::Pump> to_client_;
   int attempts_ = 0;
-  size_t endpoint_index_ = 0;  // the next endpoint to try
+  size_t endpoint_index_ = 0;                // the next endpoint to try
   EndpointStats* endpoint_stats_ = nullptr;  // the connected endpoint's
   int64_t started_nanos_ = 0;
   int64_t attempt_started_nanos_ = 0;
   int64_t last_activity_nanos_ = 0;
-  int64_t half_closed_nanos_ = 0;  // when the first direction finished; 0 = not yet
+  int64_t half_closed_nanos_ = 0;   // when the first direction finished; 0 = not yet
   int64_t started_unix_nanos_ = 0;  // for the access log
   bool source_counted_ = false;     // in the rule's SourceCounts
 };

@@ -85,7 +85,7 @@ class Pump {
   // After Run(): 0, or the time at which the pacer lets it read again.
   int64_t paced_until() const { return paced_until_; }
   int error() const { return error_; }
-  uint64_t bytes() const { return bytes_; }  // bytes written to dst so far
+  uint64_t bytes() const { return bytes_; }      // bytes written to dst so far
   size_t buffered() const { return buffered_; }  // bytes read from src, not yet written
   bool splicing() const { return mode_ == metrics::PumpMode::kSplice; }
   bool holds_buffer() const { return buffer_ != nullptr; }

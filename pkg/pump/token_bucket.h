@@ -45,9 +45,8 @@ class TokenBucket {
   void Refill(int64_t now_nanos) {
     if (now_nanos <= last_nanos_) return;
     // 128-bit product: rate * nanos overflows 64 bits after ~18 s at 1 GB/s.
-    unsigned __int128 add =
-        static_cast<unsigned __int128>(rate_) * static_cast<uint64_t>(now_nanos - last_nanos_) /
-        base::kNanosPerSecond;
+    unsigned __int128 add = static_cast<unsigned __int128>(rate_) *
+                            static_cast<uint64_t>(now_nanos - last_nanos_) / base::kNanosPerSecond;
     if (add == 0) return;  // keep last_nanos_, so sub-token intervals accumulate
     tokens_ = static_cast<uint64_t>(std::min<unsigned __int128>(tokens_ + add, burst_));
     last_nanos_ = now_nanos;
@@ -76,8 +75,8 @@ class SharedTokenBucket {
     for (;;) {
       int64_t base = std::max(empty_at, now_nanos - burst_nanos_);
       if (base >= now_nanos) return 0;
-      uint64_t available = static_cast<uint64_t>(
-          static_cast<unsigned __int128>(now_nanos - base) * rate_ / base::kNanosPerSecond);
+      uint64_t available = static_cast<uint64_t>(static_cast<unsigned __int128>(now_nanos - base) *
+                                                 rate_ / base::kNanosPerSecond);
       uint64_t granted = std::min(want, available);
       if (granted == 0) return 0;
       int64_t next = base + NanosFor(granted, rate_);

@@ -176,13 +176,13 @@ absl::Status Server::StartAdmin() {
   routes.push_back({"/metrics", [this] {
                       metrics::Families families;
                       Collect(families);
-                      return metrics::HttpResponse{
-                          200, "text/plain; version=0.0.4; charset=utf-8", families.Serialize()};
+                      return metrics::HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8",
+                                                   families.Serialize()};
                     }});
-  routes.push_back({"/", [] {
-                      return metrics::HttpResponse{200, "text/html; charset=utf-8",
-                                                   metrics::StatusPageHtml()};
-                    }});
+  routes.push_back(
+      {"/", [] {
+         return metrics::HttpResponse{200, "text/html; charset=utf-8", metrics::StatusPageHtml()};
+       }});
   routes.push_back({"/healthz", [] { return metrics::HttpResponse{200, "text/plain", "ok\n"}; }});
   routes.push_back({"/readyz", [this] {
                       return ready() ? metrics::HttpResponse{200, "text/plain", "ready\n"}

@@ -23,8 +23,8 @@ constexpr int kTimeoutMs = 5000;
 absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
   sockaddr_un sa{};
   if (path.empty() || path.size() >= sizeof(sa.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat("--handoff \"", path, "\": ",
-                                                   "a unix socket path of 1 to ",
+    return absl::InvalidArgumentError(absl::StrCat("--handoff \"", path,
+                                                   "\": ", "a unix socket path of 1 to ",
                                                    sizeof(sa.sun_path) - 1, " bytes"));
   }
   sa.sun_family = AF_UNIX;
@@ -200,7 +200,8 @@ void HandoffServer::Serve(int conn) {
     std::vector<int> raw;
     for (const base::Fd& fd : l.fds) raw.push_back(fd.get());
     if (!SendMessage(conn, "L" + l.key, raw)) {
-      FERRY_LOG(kWarn, "listener handoff failed", {{"socket", path_}, {"error", std::strerror(errno)}});
+      FERRY_LOG(kWarn, "listener handoff failed",
+                {{"socket", path_}, {"error", std::strerror(errno)}});
       return;
     }
     sockets += raw.size();

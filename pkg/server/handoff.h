@@ -50,8 +50,7 @@ class HandoffServer {
   using Snapshot = std::function<std::vector<HandedListener>()>;
 
   // Binds `path` (replacing a predecessor's socket file there), mode 0600.
-  static absl::StatusOr<std::unique_ptr<HandoffServer>> Start(std::string path,
-                                                              Snapshot snapshot);
+  static absl::StatusOr<std::unique_ptr<HandoffServer>> Start(std::string path, Snapshot snapshot);
   ~HandoffServer();
   HandoffServer(const HandoffServer&) = delete;
   HandoffServer& operator=(const HandoffServer&) = delete;
@@ -73,8 +72,8 @@ class HandoffServer {
   base::Fd listener_;
   base::Fd stop_;  // eventfd: wakes Run() to stop
   const Snapshot snapshot_;
-  mutable std::mutex mu_;  // held while a successor is served
-  bool stopped_ = false;   // guarded by mu_
+  mutable std::mutex mu_;     // held while a successor is served
+  bool stopped_ = false;      // guarded by mu_
   bool handed_over_ = false;  // guarded by mu_
   std::thread thread_;
 };

@@ -2,15 +2,15 @@
 
 #include <fcntl.h>
 #include <sched.h>
-#include <sys/socket.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <condition_variable>
-#include <iterator>
 #include <fstream>
+#include <iterator>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -18,10 +18,10 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/util/message_differencer.h"
-#include "pkg/config/loader.h"
 #include "pkg/base/log.h"
 #include "pkg/base/privileges.h"
 #include "pkg/base/status.h"
+#include "pkg/config/loader.h"
 #include "pkg/net/socket.h"
 
 namespace ferry::server {
@@ -63,7 +63,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const config::v1::Config&
                                                        const Options& options) {
   std::unique_ptr<Server> server(new Server());
   server->options_ = options;
-  int n = options.workers > 0 ? options.workers
+  int n = options.workers > 0    ? options.workers
           : config.workers() > 0 ? static_cast<int>(config.workers())
                                  : DefaultWorkerCount();
   for (int i = 0; i < n; ++i) {
@@ -82,8 +82,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const config::v1::Config&
     }
   }
   // Binds everything before any thread starts, so a taken port fails the start.
-  FERRY_RETURN_IF_ERROR(server->Apply(config, options.config_path.empty() ? "" : "file",
-                                      options.config_version));
+  FERRY_RETURN_IF_ERROR(
+      server->Apply(config, options.config_path.empty() ? "" : "file", options.config_version));
   for (const auto& [key, fds] : server->inherited_) {
     FERRY_LOG(kInfo, "listener of the old ferry not in this config", {{"listener", key}});
   }
@@ -91,13 +91,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const config::v1::Config&
   server->inherited_.clear();
   if (!options.handoff_path.empty()) {
     Server* s = server.get();
-    FERRY_ASSIGN_OR_RETURN(server->handoff_,
-                           HandoffServer::Start(options.handoff_path, [s] {
+    FERRY_ASSIGN_OR_RETURN(server->handoff_, HandoffServer::Start(options.handoff_path, [s] {
                              std::lock_guard<std::mutex> lock(s->reload_mu_);
                              std::vector<HandedListener> out;
                              for (const auto& [key, fds] : s->listener_fds_) {
                                HandedListener l{key, {}};
-                               for (int fd : fds) l.fds.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+                               for (int fd : fds)
+                                 l.fds.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
                                out.push_back(std::move(l));
                              }
                              return out;
@@ -131,8 +131,7 @@ absl::StatusOr<Bind> BindListener(const proxy::Rule& rule, int workers, bool lis
     if (absl::StrContains(s.message(), std::strerror(EACCES))) {
       hint = base::BindPermissionHint(b.bound.port());
     }
-    return absl::Status(s.code(),
-                        absl::StrCat("rule \"", rule.name, "\": ", s.message(), hint));
+    return absl::Status(s.code(), absl::StrCat("rule \"", rule.name, "\": ", s.message(), hint));
   };
   if (b.bound.is_unix()) {
     auto fd = net::ListenSocket(b.bound, false, kBacklog, listen);
@@ -242,7 +241,8 @@ absl::Status Server::Apply(config::v1::Config config, absl::string_view source,
   next->source = std::string(source);
   next->version = std::string(version);
   for (const auto& rule_config : config.rules()) {
-    FERRY_ASSIGN_OR_RETURN(std::shared_ptr<proxy::Rule> rule, proxy::BuildRule(rule_config, &access_logs_));
+    FERRY_ASSIGN_OR_RETURN(std::shared_ptr<proxy::Rule> rule,
+                           proxy::BuildRule(rule_config, &access_logs_));
     const RuleTable::Entry* previous = running->Find(rule->name);
     proxy::AttachCounters(*rule, previous ? previous->rule.get() : nullptr, workers);
     FERRY_ASSIGN_OR_RETURN(std::string key, proxy::ListenerKey(*rule));
@@ -253,7 +253,7 @@ absl::Status Server::Apply(config::v1::Config config, absl::string_view source,
   // sockets, so nothing is refused there during the reload.
   std::vector<std::vector<ListenerSpec>> specs(workers);
   std::map<std::string, UnixListener> new_unix;
-  std::vector<size_t> fresh;  // entries with new sockets
+  std::vector<size_t> fresh;                        // entries with new sockets
   std::map<std::string, std::vector<int>> new_fds;  // their raw fds, by key
   proxy::ReloadPlan plan = proxy::PlanReload(*running, next->entries);
   for (size_t i = 0; i < next->entries.size(); ++i) {
@@ -349,8 +349,8 @@ absl::Status Server::Apply(config::v1::Config config, absl::string_view source,
     it = live ? std::next(it) : listener_fds_.erase(it);
   }
 
-  drain_delay_nanos_.store(
-      config.drain().has_delay() ? proxy::DurationNanos(config.drain().delay()) : 0);
+  drain_delay_nanos_.store(config.drain().has_delay() ? proxy::DurationNanos(config.drain().delay())
+                                                      : 0);
   drain_timeout_nanos_.store(drain_timeout);
   if (started_) {
     int added = 0, removed = 0;
@@ -363,8 +363,11 @@ absl::Status Server::Apply(config::v1::Config config, absl::string_view source,
       FERRY_LOG(kInfo, "listening", {{"rule", e.rule->name}, {"address", e.bound.ToString()}});
     }
     FERRY_LOG(kInfo, "config applied",
-              {{"source", source}, {"version", version}, {"rules", config.rules_size()},
-               {"added", added}, {"removed", removed}});
+              {{"source", source},
+               {"version", version},
+               {"rules", config.rules_size()},
+               {"added", added},
+               {"removed", removed}});
   }
   Publish(std::move(next));
   return absl::OkStatus();
@@ -434,8 +437,8 @@ absl::Status Server::ReloadText(absl::string_view text, absl::string_view source
   if (!loaded.ok()) {
     reloads_failed_.fetch_add(1, std::memory_order_relaxed);
     for (const config::Diagnostic& d : loaded.errors) {
-      FERRY_LOG(kError, "config error", {{"source", source}, {"version", version},
-                                         {"path", d.path}, {"error", d.message}});
+      FERRY_LOG(kError, "config error",
+                {{"source", source}, {"version", version}, {"path", d.path}, {"error", d.message}});
     }
     FERRY_LOG(kError, "config reload failed: the running config stays",
               {{"source", source}, {"version", version}, {"errors", loaded.errors.size()}});
@@ -467,8 +470,8 @@ void Server::Start() {
     for (const auto& a : e.rule->endpoints) {
       absl::StrAppend(&targets, targets.empty() ? "" : ",", a.ToString());
     }
-    FERRY_LOG(kInfo, "listening", {{"rule", e.rule->name}, {"address", e.bound.ToString()},
-                                   {"endpoints", targets}});
+    FERRY_LOG(kInfo, "listening",
+              {{"rule", e.rule->name}, {"address", e.bound.ToString()}, {"endpoints", targets}});
   }
   {
     std::lock_guard<std::mutex> lock(reload_mu_);
@@ -485,7 +488,8 @@ void Server::Start() {
         [this](const std::string& text, const std::string& version,
                config::FileSource::Trigger trigger) {
           FERRY_LOG(kInfo, "config file changed",
-                    {{"path", options_.config_path}, {"version", version},
+                    {{"path", options_.config_path},
+                     {"version", version},
                      {"trigger", config::TriggerName(trigger)}});
           (void)ReloadText(text, "file", version);
         });
@@ -504,8 +508,8 @@ void Server::Start() {
     pthread_setname_np(pthread_self(), "ferry-control");
     control_.Run();
   });
-  FERRY_LOG(kInfo, "started", {{"workers", workers_.size()},
-                               {"rules", running->config.rules_size()}});
+  FERRY_LOG(kInfo, "started",
+            {{"workers", workers_.size()}, {"rules", running->config.rules_size()}});
 }
 
 void Server::Drain() {
@@ -518,9 +522,10 @@ void Server::StartDrainOnControl() {
   if (handoff_) handoff_->Stop();
   ready_.store(false, std::memory_order_relaxed);
   drain_started_nanos_ = control_.now();
-  FERRY_LOG(kInfo, "draining", {{"delay_ms", drain_delay_nanos_ / base::kNanosPerMilli},
-                                {"timeout_ms", drain_timeout_nanos_ / base::kNanosPerMilli},
-                                {"active", ActiveConnections()}});
+  FERRY_LOG(kInfo, "draining",
+            {{"delay_ms", drain_delay_nanos_ / base::kNanosPerMilli},
+             {"timeout_ms", drain_timeout_nanos_ / base::kNanosPerMilli},
+             {"active", ActiveConnections()}});
   drain_timer_ = std::make_unique<event::Timer>(control_, [this] { CheckDrained(); });
   drain_timer_->ArmAfter(drain_delay_nanos_);
 }
@@ -663,7 +668,8 @@ std::vector<Server::Bound> Server::bound() const {
 absl::StatusOr<net::Address> Server::BoundAddress(const std::string& rule) const {
   std::shared_ptr<const RuleTable> running = table();
   const RuleTable::Entry* e = running->Find(rule);
-  if (e == nullptr || e->draining) return absl::NotFoundError(absl::StrCat("no rule \"", rule, "\""));
+  if (e == nullptr || e->draining)
+    return absl::NotFoundError(absl::StrCat("no rule \"", rule, "\""));
   return e->bound;
 }
 

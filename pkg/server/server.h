@@ -2,8 +2,8 @@
 
 #include <atomic>
 #include <map>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -136,7 +136,7 @@ class Server {
   // The sockets of a new listener: the predecessor's for `key` when it
   // handed them over (and they fit), else bound now.
   absl::StatusOr<Bind> AcquireListener(const proxy::Rule& rule, const std::string& key,
-                                              int workers);
+                                       int workers);
   absl::Status Apply(config::v1::Config config, absl::string_view source,
                      absl::string_view version);
   void Publish(std::shared_ptr<const RuleTable> table);

@@ -80,7 +80,7 @@ class Worker {
   pump::BufferPool buffers_;
   pump::Context pump_context_;
   std::vector<std::unique_ptr<proxy::RuleInstance>> rules_;  // accepting, in config order
-  std::vector<Retired> retired_;  // removed, with connections left
+  std::vector<Retired> retired_;                             // removed, with connections left
   event::Timer sweep_;
   std::thread thread_;
 };

@@ -168,7 +168,8 @@ TEST(CliTest, ForwardRelaysAndExitsZeroOnSigterm) {
 }
 
 TEST(CliTest, ForwardFlagValuesAreCheckedAndNamed) {
-  for (const auto& [flag, value, want] : std::vector<std::tuple<std::string, std::string, std::string>>{
+  for (const auto& [flag, value, want] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
            {"--rate", "0", "bad --rate \"0\""},
            {"--rate", "fast", "bad --rate \"fast\""},
            {"--proxy-protocol", "v3", "bad --proxy-protocol \"v3\" (v1, v2)"},
@@ -183,9 +184,9 @@ TEST(CliTest, ForwardFlagValuesAreCheckedAndNamed) {
 TEST(CliTest, ForwardProgressTotalEqualsTheMetricsBytes) {
   EchoServer echo("127.0.0.1:0");
   ASSERT_TRUE(echo.ok());
-  auto child = ChildProcess::Start(FerryBinary(),
-                                   {"forward", "--progress", "--name", "main", "--admin",
-                                    "127.0.0.1:0", "--rate", "2M", "127.0.0.1:0", echo.target()});
+  auto child = ChildProcess::Start(
+      FerryBinary(), {"forward", "--progress", "--name", "main", "--admin", "127.0.0.1:0", "--rate",
+                      "2M", "127.0.0.1:0", echo.target()});
   ASSERT_TRUE(child.ok()) << child.status();
   auto address = WaitListening(**child, "main");
   ASSERT_TRUE(address.ok()) << address.status();
@@ -228,8 +229,8 @@ TEST(CliTest, ForwardUserDropsRootKeepingOnlyTheRightToBindLowPorts) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root";
   if (::getpwnam("nobody") == nullptr) GTEST_SKIP() << "no user nobody";
   EchoServer echo("127.0.0.1:0");
-  auto child = ChildProcess::Start(FerryBinary(), {"forward", "--user", "nobody", "--name",
-                                                   "main", "127.0.0.1:0", echo.target()});
+  auto child = ChildProcess::Start(FerryBinary(), {"forward", "--user", "nobody", "--name", "main",
+                                                   "127.0.0.1:0", echo.target()});
   ASSERT_TRUE(child.ok()) << child.status();
   auto address = WaitListening(**child, "main");
   ASSERT_TRUE(address.ok()) << address.status();
@@ -261,10 +262,11 @@ TEST(CliTest, LowPortWithoutTheRightFailsNamingTheRuleAndWhy) {
   if (start <= 1) GTEST_SKIP() << "every port is unprivileged here";
   // As nobody, without CAP_NET_BIND_SERVICE.
   std::string out;
-  int code = RunCommand(setpriv, {"--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                                  FerryBinary(), "forward", "--name", "low",
-                                  absl::StrCat("127.0.0.1:", start - 1), "127.0.0.1:9"},
-                        &out);
+  int code =
+      RunCommand(setpriv,
+                 {"--reuid=nobody", "--regid=nogroup", "--clear-groups", FerryBinary(), "forward",
+                  "--name", "low", absl::StrCat("127.0.0.1:", start - 1), "127.0.0.1:9"},
+                 &out);
   EXPECT_EQ(code, 1) << out;
   EXPECT_TRUE(absl::StrContains(out, "rule \\\"low\\\": bind 127.0.0.1:")) << out;
   EXPECT_TRUE(absl::StrContains(out, "need root or CAP_NET_BIND_SERVICE")) << out;
@@ -274,11 +276,11 @@ TEST(CliTest, Sigusr1ReopensTheAccessLogAfterARotation) {
   EchoServer echo("127.0.0.1:0");
   TempDir dir;
   const std::string log = dir.File("access.log");
-  std::string config = dir.Write(
-      "ferry.yaml",
-      OneRuleYaml("127.0.0.1:0", {echo.target()},
-                  absl::StrCat("    access_log: { format: text, path: \"", log, "\" }\n"),
-                  "admin: { listen: \"\" }\n"));
+  std::string config =
+      dir.Write("ferry.yaml",
+                OneRuleYaml("127.0.0.1:0", {echo.target()},
+                            absl::StrCat("    access_log: { format: text, path: \"", log, "\" }\n"),
+                            "admin: { listen: \"\" }\n"));
   auto child = ChildProcess::Start(FerryBinary(), {"run", "--config", config, "--workers", "1"});
   ASSERT_TRUE(child.ok()) << child.status();
   auto address = WaitListening(**child, "main");
@@ -319,10 +321,9 @@ TEST(CliTest, ASecondFerryThatFailsToStartResetsNoClientOfTheFirst) {
   port.fd.Reset();
   admin_port.fd.Reset();
   TempDir dir;
-  std::string config =
-      dir.Write("ferry.yaml", OneRuleYaml(rule.ToString(), {echo.target()}, "",
-                                          absl::StrCat("admin: { listen: \"", admin.ToString(),
-                                                       "\" }\n")));
+  std::string config = dir.Write(
+      "ferry.yaml", OneRuleYaml(rule.ToString(), {echo.target()}, "",
+                                absl::StrCat("admin: { listen: \"", admin.ToString(), "\" }\n")));
   auto first = ChildProcess::Start(FerryBinary(), {"run", "--config", config, "--workers", "2"});
   ASSERT_TRUE(first.ok()) << first.status();
   ASSERT_TRUE(WaitListening(**first, "main").ok());

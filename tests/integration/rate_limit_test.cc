@@ -30,16 +30,17 @@ struct Direction {
 // bytes and reading the other's to EOF.
 struct LimitedPair {
   explicit LimitedPair(const std::string& fields)
-      : target("127.0.0.1:0",
-               [this](int fd) {
-                 std::thread writer([&] {
-                   down.sent = SendRandom(fd, bytes, 2, 16 * 1024);
-                   ::shutdown(fd, SHUT_WR);
-                 });
-                 up.got = ReceiveAndHash(fd);
-                 writer.join();
-               },
-               30000) {
+      : target(
+            "127.0.0.1:0",
+            [this](int fd) {
+              std::thread writer([&] {
+                down.sent = SendRandom(fd, bytes, 2, 16 * 1024);
+                ::shutdown(fd, SHUT_WR);
+              });
+              up.got = ReceiveAndHash(fd);
+              writer.join();
+            },
+            30000) {
     auto r = Relay::Start(OneRuleYaml("127.0.0.1:0", {target.target()}, fields));
     if (r.ok()) relay = std::move(*r);
     status = r.status();
@@ -78,8 +79,7 @@ TEST(RateLimitTest, ConnectionLimitHoldsWithinTenPercentOverFiveSecondsBothWays)
   // 1 MiB/s reads big chunks (the splice path); 64 KiB/s small ones (copy).
   for (uint64_t rate : {uint64_t{1} << 20, uint64_t{64} << 10}) {
     SCOPED_TRACE(absl::StrCat(rate, " bytes/s"));
-    LimitedPair pair(
-        absl::StrCat("    rate_limit: { connection_bytes_per_second: ", rate, " }\n"));
+    LimitedPair pair(absl::StrCat("    rate_limit: { connection_bytes_per_second: ", rate, " }\n"));
     ASSERT_TRUE(pair.status.ok()) << pair.status;
     const uint64_t bytes = static_cast<uint64_t>(rate * kSeconds);
     double seconds = pair.Run(bytes);
@@ -90,8 +90,8 @@ TEST(RateLimitTest, ConnectionLimitHoldsWithinTenPercentOverFiveSecondsBothWays)
     EXPECT_NEAR(measured / static_cast<double>(rate), 1.0, 0.10)
         << "measured " << measured << " bytes/s over " << seconds << " s";
     if (rate >= (1 << 20)) {
-      EXPECT_GT((*pair.relay).loop_totals().pump_bytes[static_cast<int>(metrics::PumpMode::kSplice)],
-                0u)
+      EXPECT_GT(
+          (*pair.relay).loop_totals().pump_bytes[static_cast<int>(metrics::PumpMode::kSplice)], 0u)
           << "the limited transfer never used splice";
     }
   }
@@ -103,9 +103,9 @@ TEST(RateLimitTest, RuleLimitIsSharedByItsConnectionsAcrossWorkers) {
   const uint64_t per_connection = static_cast<uint64_t>(kRate * kSeconds) / kConnections;
   EchoServer echo("127.0.0.1:0");
   ASSERT_TRUE(echo.ok());
-  auto relay = Relay::Start(OneRuleYaml("127.0.0.1:0", {echo.target()},
-                                        absl::StrCat("    rate_limit: { rule_bytes_per_second: ",
-                                                     kRate, " }\n")));
+  auto relay = Relay::Start(
+      OneRuleYaml("127.0.0.1:0", {echo.target()},
+                  absl::StrCat("    rate_limit: { rule_bytes_per_second: ", kRate, " }\n")));
   ASSERT_TRUE(relay.ok()) << relay.status();
   // Each connection sends its share to the echo server and reads it back;
   // every byte passes the limit twice (once each way), in separate buckets.

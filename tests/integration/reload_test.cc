@@ -36,8 +36,8 @@ std::string Yaml(const std::string& rules, const std::string& top = "") {
   return absl::StrCat("admin: { listen: \"127.0.0.1:0\" }\n", top, "rules:\n", rules);
 }
 
-std::string RuleYaml(const std::string& name, const std::string& listen,
-                     const std::string& target, const std::string& fields = "") {
+std::string RuleYaml(const std::string& name, const std::string& listen, const std::string& target,
+                     const std::string& fields = "") {
   return absl::StrCat("  - name: ", name, "\n    listen: \"", listen, "\"\n    targets: [\"",
                       target, "\"]\n", fields);
 }
@@ -275,10 +275,9 @@ TEST(ReloadTest, InvalidConfigIsRejectedWithEveryErrorAndTheOldOneKeepsServing) 
   Relay& r = **relay;
   ASSERT_TRUE(r.Reload(Yaml(main_rule)).ok());  // now it runs a "file" config
 
-  absl::Status s = r.server().ReloadText(
-      Yaml(RuleYaml("main", "127.0.0.1:99999", echo->target()) +
-           RuleYaml("Bad Name", "127.0.0.1:0", echo->target())),
-      "file", "deadbeef");
+  absl::Status s = r.server().ReloadText(Yaml(RuleYaml("main", "127.0.0.1:99999", echo->target()) +
+                                              RuleYaml("Bad Name", "127.0.0.1:0", echo->target())),
+                                         "file", "deadbeef");
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(s.message(), "rules[0].listen")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "rules[1].name")) << s;
@@ -301,7 +300,8 @@ TEST(ReloadTest, FieldsFixedAtStartAreAFailedReloadNamingTheField) {
   ASSERT_TRUE(relay.ok()) << relay.status();
   Relay& r = **relay;
 
-  absl::Status s = r.Reload(absl::StrCat("admin: { listen: \"127.0.0.1:1\" }\nrules:\n", main_rule));
+  absl::Status s =
+      r.Reload(absl::StrCat("admin: { listen: \"127.0.0.1:1\" }\nrules:\n", main_rule));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(s.message(), "admin: cannot change")) << s;
   s = r.Reload(Yaml(main_rule, "workers: 3\n"));
@@ -322,10 +322,10 @@ TEST(ReloadTest, PortTakenByAnotherProgramFailsTheReloadAndChangesNothing) {
   Listening taken = Listen("127.0.0.1:0");
   ASSERT_TRUE(taken.fd.valid());
 
-  absl::Status s = r.Reload(Yaml(RuleYaml("main", "127.0.0.1:0", echo->target(),
-                                          "    idle_timeout: \"1s\"\n") +
-                                 RuleYaml("first", "127.0.0.1:0", echo->target()) +
-                                 RuleYaml("second", taken.address.ToString(), echo->target())));
+  absl::Status s =
+      r.Reload(Yaml(RuleYaml("main", "127.0.0.1:0", echo->target(), "    idle_timeout: \"1s\"\n") +
+                    RuleYaml("first", "127.0.0.1:0", echo->target()) +
+                    RuleYaml("second", taken.address.ToString(), echo->target())));
   EXPECT_FALSE(s.ok());
   EXPECT_TRUE(absl::StrContains(s.message(), "rule \"second\"")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "in use")) << s;
@@ -408,8 +408,8 @@ TEST(ReloadRunTest, ConfigMapSwapsInvalidFilesAndSighupThroughTheRealBinary) {
   const std::string main_rule = RuleYaml("main", "127.0.0.1:0", echo->target());
   const std::string second = RuleYaml("second", "127.0.0.1:0", echo->target());
   ConfigMapDir dir(Yaml(main_rule));
-  auto child = ChildProcess::Start(FerryBinary(),
-                                   {"run", "--config", dir.path(), "--workers", "2"});
+  auto child =
+      ChildProcess::Start(FerryBinary(), {"run", "--config", dir.path(), "--workers", "2"});
   ASSERT_TRUE(child.ok()) << child.status();
   ChildProcess& ferry = **child;
   auto main_address = WaitListening(ferry, "main");
@@ -447,16 +447,18 @@ TEST(ReloadRunTest, ConfigMapSwapsInvalidFilesAndSighupThroughTheRealBinary) {
   dir.Swap(with_second);
   ASSERT_TRUE(WaitUntil(
       [&] {
-        return Samples(HttpGet(*admin, "/metrics").body)
-                   [R"(ferry_config_reloads_total{source="file",result="success"})"] == 2;
+        return Samples(
+                   HttpGet(*admin, "/metrics")
+                       .body)[R"(ferry_config_reloads_total{source="file",result="success"})"] == 2;
       },
       Millis(10000)));
   ASSERT_TRUE(ferry.Signal(SIGHUP));
   ASSERT_TRUE(ferry.WaitForStderr("trigger=signal", Millis(10000))) << ferry.Stderr();
   ASSERT_TRUE(WaitUntil(
       [&] {
-        return Samples(HttpGet(*admin, "/metrics").body)
-                   [R"(ferry_config_reloads_total{source="file",result="success"})"] == 3;
+        return Samples(
+                   HttpGet(*admin, "/metrics")
+                       .body)[R"(ferry_config_reloads_total{source="file",result="success"})"] == 3;
       },
       Millis(10000)));
   EXPECT_EQ(EchoRoundTrip(live.fd.get(), "through it all"), "");

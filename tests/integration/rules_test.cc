@@ -132,9 +132,9 @@ TEST(ProxyProtocolTest, DeclaredClientIsWhatTheAclJudges) {
 TEST(ProxyProtocolTest, UntrustedPeerMissingBadOrLateHeadersAreRejected) {
   RecordingTarget target;
   // Only 10.9.9.9 may send a header: 127.0.0.1 is refused whatever it sends.
-  auto untrusted = Relay::Start(OneRuleYaml(
-      "127.0.0.1:0", {target.server.target()},
-      "    proxy_protocol: { accept: true, trusted: [\"10.9.9.9/32\"] }\n"));
+  auto untrusted = Relay::Start(
+      OneRuleYaml("127.0.0.1:0", {target.server.target()},
+                  "    proxy_protocol: { accept: true, trusted: [\"10.9.9.9/32\"] }\n"));
   ASSERT_TRUE(untrusted.ok()) << untrusted.status();
   Connected u = (*untrusted)->Connect();
   EXPECT_EQ(Exchange(u.fd.get(), "PROXY TCP4 10.1.2.3 10.0.0.1 5555 443\r\nx"), "");
@@ -187,15 +187,14 @@ TEST(ProxyProtocolTest, SendV1CarriesTheRealClientAndListener) {
   Exchange(c.fd.get(), "data");
   ASSERT_TRUE(target.server.WaitFinished(1, Millis(5000)));
   // The header first, then the insert, then the client's bytes.
-  EXPECT_EQ(target.Received(0),
-            absl::StrCat("PROXY TCP4 127.0.0.3 127.0.0.1 ", local->port(), " ",
-                         (*relay)->address().port(), "\r\nINSERTdata"));
+  EXPECT_EQ(target.Received(0), absl::StrCat("PROXY TCP4 127.0.0.3 127.0.0.1 ", local->port(), " ",
+                                             (*relay)->address().port(), "\r\nINSERTdata"));
 }
 
 TEST(MaxConnectionsPerSourceTest, EachClientIpHasItsOwnLimit) {
   EchoServer echo("127.0.0.1:0");
-  auto relay = Relay::Start(OneRuleYaml("127.0.0.1:0", {echo.target()},
-                                        "    max_connections_per_source: 2\n"));
+  auto relay = Relay::Start(
+      OneRuleYaml("127.0.0.1:0", {echo.target()}, "    max_connections_per_source: 2\n"));
   ASSERT_TRUE(relay.ok()) << relay.status();
   net::Address at = (*relay)->address();
   Connected a1 = ConnectFrom("127.0.0.5", at), a2 = ConnectFrom("127.0.0.5", at);
@@ -276,8 +275,8 @@ TEST(AccessLogTest, OneLinePerConnectionWithBytesAndOutcomeAndReopen) {
   EXPECT_TRUE(absl::StrContains(lines[0], "\"client\":\"127.0.0.8:")) << lines[0];
   EXPECT_TRUE(absl::StrContains(lines[0], "\"bytes_from_client\":12")) << lines[0];
   EXPECT_TRUE(absl::StrContains(lines[0], "\"outcome\":\"ok\"")) << lines[0];
-  EXPECT_TRUE(absl::StrContains(lines[0], absl::StrCat("\"endpoint\":\"",
-                                                        target.server.target(), "\"")))
+  EXPECT_TRUE(
+      absl::StrContains(lines[0], absl::StrCat("\"endpoint\":\"", target.server.target(), "\"")))
       << lines[0];
   EXPECT_TRUE(absl::StrContains(lines[1], "\"outcome\":\"denied\"")) << lines[1];
 
@@ -293,11 +292,12 @@ TEST(AccessLogTest, OneLinePerConnectionWithBytesAndOutcomeAndReopen) {
 }
 
 TEST(AccessLogTest, UnwritablePathFailsTheStartNamingTheRule) {
-  auto relay = Relay::Start(OneRuleYaml(
-      "127.0.0.1:0", {"127.0.0.1:9"},
-      "    access_log: { format: text, path: \"/nonexistent-dir/access.log\" }\n"));
+  auto relay = Relay::Start(
+      OneRuleYaml("127.0.0.1:0", {"127.0.0.1:9"},
+                  "    access_log: { format: text, path: \"/nonexistent-dir/access.log\" }\n"));
   ASSERT_FALSE(relay.ok());
-  EXPECT_TRUE(absl::StrContains(relay.status().message(), "rule \"main\": access_log")) << relay.status();
+  EXPECT_TRUE(absl::StrContains(relay.status().message(), "rule \"main\": access_log"))
+      << relay.status();
   EXPECT_TRUE(absl::StrContains(relay.status().message(), "/nonexistent-dir/access.log"))
       << relay.status();
 }

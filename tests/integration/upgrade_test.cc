@@ -41,9 +41,11 @@ TEST(HandoffTest, UpgradeUnderLoadRefusesAndResetsNobody) {
   const std::string unix_listen = dir.File("relay.sock");
   const std::string yaml = absl::StrCat(
       "admin: { listen: \"\" }\nrules:\n"
-      "  - { name: main, listen: \"127.0.0.1:0\", targets: [\"", echo.target(), "\"] }\n"
-      "  - { name: local, listen: \"unix:", unix_listen, "\", targets: [\"", echo.target(),
-      "\"] }\n");
+      "  - { name: main, listen: \"127.0.0.1:0\", targets: [\"",
+      echo.target(),
+      "\"] }\n"
+      "  - { name: local, listen: \"unix:",
+      unix_listen, "\", targets: [\"", echo.target(), "\"] }\n");
   auto old_relay = Relay::Start(yaml, 2, Handoff(sock));
   ASSERT_TRUE(old_relay.ok()) << old_relay.status();
   const net::Address tcp = (*old_relay)->address("main");

@@ -83,9 +83,8 @@ std::string OneRuleYaml(const std::string& listen, const std::vector<std::string
     absl::StrAppend(&quoted, quoted.empty() ? "" : ", ", "\"", t, "\"");
   // The admin endpoint on a port of its own, unless the caller chose one:
   // `ferry run` would otherwise take 127.0.0.1:9901, shared by every test.
-  std::string admin = absl::StrContains(top_fields, "admin:")
-                          ? ""
-                          : "admin: { listen: \"127.0.0.1:0\" }\n";
+  std::string admin =
+      absl::StrContains(top_fields, "admin:") ? "" : "admin: { listen: \"127.0.0.1:0\" }\n";
   return absl::StrCat(admin, top_fields, "rules:\n  - name: main\n    listen: \"", listen,
                       "\"\n    targets: [", quoted, "]\n", rule_fields);
 }
