@@ -43,6 +43,8 @@ Commands:
   validate --config FILE     check a config file and print every error
   pipe SOURCE DEST           one direction between stdin/stdout and TCP (tcppipe)
   import rinetd FILE         print a rinetd.conf as ferry YAML
+  history show|set|reset FILE [ENDPOINT [BYTES]]
+                             read and edit a byte-history file
   version                    print the version
 
 Run 'ferry COMMAND --help' for the flags of a command.
