@@ -657,14 +657,6 @@ void Server::RunUntilSignal() {
   signals.join();
 }
 
-std::vector<Server::Bound> Server::bound() const {
-  std::vector<Bound> out;
-  for (const RuleTable::Entry& e : table()->entries) {
-    if (!e.draining) out.push_back({e.rule->name, e.bound});
-  }
-  return out;
-}
-
 absl::StatusOr<net::Address> Server::BoundAddress(const std::string& rule) const {
   std::shared_ptr<const RuleTable> running = table();
   const RuleTable::Entry* e = running->Find(rule);

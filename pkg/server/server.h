@@ -103,12 +103,7 @@ class Server {
   bool ready() const { return ready_.load(std::memory_order_relaxed); }
   int workers() const { return static_cast<int>(workers_.size()); }
   std::shared_ptr<const RuleTable> table() const;
-  // The address each rule listens on (the real port when the config said 0).
-  struct Bound {
-    std::string rule;
-    net::Address address;
-  };
-  std::vector<Bound> bound() const;
+  // The address `rule` listens on (the real port when the config said 0).
   absl::StatusOr<net::Address> BoundAddress(const std::string& rule) const;
   RuleTotals Totals(const std::string& rule) const;
   LoopTotals LoopTotalsSum() const;

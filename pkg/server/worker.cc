@@ -120,11 +120,4 @@ void Worker::CloseAll() {
   retired_.clear();
 }
 
-size_t Worker::sessions() const {
-  size_t n = 0;
-  for (const auto& rule : rules_) n += rule->sessions();
-  for (const auto& r : retired_) n += r.instance->sessions();
-  return n;
-}
-
 }  // namespace ferry::server

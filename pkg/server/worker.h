@@ -62,8 +62,6 @@ class Worker {
   // On the loop's thread.
   void StopAccepting();
   void CloseAll();
-  // Connections open on this worker, of live and of removed rules.
-  size_t sessions() const;
 
  private:
   struct Retired {

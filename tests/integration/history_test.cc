@@ -29,34 +29,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
-struct Result {
-  int code = -1;
-  std::string out;
-  std::string err;
-};
-
-Result RunFerry(const std::vector<std::string>& args) {
-  Result r;
-  const std::string binary = FerryBinary();
-  if (binary.empty()) {
-    ADD_FAILURE() << "FERRY_BINARY is not set";
-    return r;
-  }
-  auto child = ChildProcess::Start(binary, args);
-  if (!child.ok()) {
-    ADD_FAILURE() << child.status();
-    return r;
-  }
-  if (!(*child)->WaitExit(Millis(10000)).has_value()) {
-    ADD_FAILURE() << "ferry did not exit";
-    return r;  // the destructor kills it
-  }
-  (*child)->WaitOutputClosed(Millis(2000));
-  r.code = (*child)->exit_code();
-  r.out = (*child)->Stdout();
-  r.err = (*child)->Stderr();
-  return r;
-}
+using Result = FerryRun;
 
 std::vector<std::string> Lines(const std::string& s) {
   std::vector<std::string> out = absl::StrSplit(s, '\n');

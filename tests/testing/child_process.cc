@@ -227,6 +227,30 @@ absl::StatusOr<net::Address> WaitListening(ChildProcess& ferry, const std::strin
   return net::Address::ParseLiteral(text);
 }
 
+FerryRun RunFerry(const std::vector<std::string>& args, Millis timeout) {
+  FerryRun r;
+  const std::string binary = FerryBinary();
+  if (binary.empty()) {
+    r.err = "FERRY_BINARY is not set";
+    return r;
+  }
+  auto child = ChildProcess::Start(binary, args);
+  if (!child.ok()) {
+    r.err = std::string(child.status().message());
+    return r;
+  }
+  if (!(*child)->WaitExit(timeout).has_value()) {
+    r.err = absl::StrCat("ferry did not exit within ", timeout.count(), " ms; stderr:\n",
+                         (*child)->Stderr());
+    return r;  // the destructor kills it
+  }
+  (*child)->WaitOutputClosed(Millis(2000));
+  r.code = (*child)->exit_code();
+  r.out = (*child)->Stdout();
+  r.err = (*child)->Stderr();
+  return r;
+}
+
 std::string FerryBinary() {
   const char* b = std::getenv("FERRY_BINARY");
   return b == nullptr ? "" : b;

@@ -92,6 +92,17 @@ int RunCommand(const std::string& path, const std::vector<std::string>& args,
 absl::StatusOr<net::Address> WaitListening(ChildProcess& ferry, const std::string& rule,
                                            Millis timeout = Millis(10000));
 
+// A ferry command run to its end: the exit code and what it printed.
+struct FerryRun {
+  int code = -1;  // -1: it did not run or exit; `err` then says why
+  std::string out;
+  std::string err;
+};
+
+// Runs the ferry binary under test with `args` (stdin /dev/null) until it
+// exits, `timeout` at most (then it is killed by its pid).
+FerryRun RunFerry(const std::vector<std::string>& args, Millis timeout = Millis(10000));
+
 // The ferry binary under test ($FERRY_BINARY), or "" when unset.
 std::string FerryBinary();
 
