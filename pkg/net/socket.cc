@@ -116,19 +116,15 @@ absl::StatusOr<Address> LocalAddress(int fd) {
   return Address::FromSockaddr(reinterpret_cast<sockaddr*>(&ss), len);
 }
 
-absl::StatusOr<Address> OriginalDestination(int fd) {
+absl::StatusOr<Address> OriginalDestination(int fd, const Address& local) {
   // From <linux/netfilter_ipv4.h> and <linux/netfilter_ipv6/ip6_tables.h>,
   // whose headers clash with glibc's.
   constexpr int kSoOriginalDst = 80;
-  absl::StatusOr<Address> local = LocalAddress(fd);
-  if (!local.ok()) return local.status();
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
-  if (local->family() != AF_INET && local->family() != AF_INET6) {
-    return absl::NotFoundError("not an IP connection");
-  }
+  if (!local.is_ip()) return absl::NotFoundError("not an IP connection");
   // An IPv4 client of a dual-stack socket has IPv4 conntrack state.
-  int level = local->Unmapped().family() == AF_INET ? IPPROTO_IP : IPPROTO_IPV6;
+  int level = local.Unmapped().family() == AF_INET ? IPPROTO_IP : IPPROTO_IPV6;
   if (::getsockopt(fd, level, kSoOriginalDst, &ss, &len) != 0) {
     return absl::NotFoundError(absl::StrCat("SO_ORIGINAL_DST: ", std::strerror(errno)));
   }

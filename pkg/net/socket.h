@@ -36,7 +36,8 @@ void SetLingerZero(int fd);
 absl::StatusOr<Address> LocalAddress(int fd);
 // The destination a connection had before an iptables/nftables REDIRECT or
 // DNAT changed it (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST). NotFound when the
-// connection was not redirected (no conntrack NAT entry).
-absl::StatusOr<Address> OriginalDestination(int fd);
+// connection was not redirected (no conntrack NAT entry). `local`: the
+// socket's own address (LocalAddress), which the caller has anyway.
+absl::StatusOr<Address> OriginalDestination(int fd, const Address& local);
 
 }  // namespace ferry::net

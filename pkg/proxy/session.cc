@@ -120,9 +120,10 @@ void Session::Admit() {
     source_counted_ = true;
   }
   if (rule_->redirect) {
-    absl::StatusOr<net::Address> dst = net::OriginalDestination(client_.get());
     absl::StatusOr<net::Address> local = net::LocalAddress(client_.get());
-    if (!dst.ok() || (local.ok() && *dst == *local)) {
+    absl::StatusOr<net::Address> dst =
+        local.ok() ? net::OriginalDestination(client_.get(), *local) : local.status();
+    if (!dst.ok() || *dst == *local) {
       // Not redirected: a client that connected to ferry itself. Relaying
       // to the original destination would loop.
       FERRY_LOG(kDebug, "connection was not redirected",
@@ -231,8 +232,14 @@ void Session::StartRelay() {
   if (rule_->proxy_send) {
     // The target hears who the client is before anything else.
     std::string prefix;
-    absl::StatusOr<net::Address> local = net::LocalAddress(client_.get());
-    const net::Address& dst = declared_dst_ ? *declared_dst_ : local.ok() ? *local : peer_;
+    // The address the client connected to: declared, or this socket's
+    // (a wildcard listener's connections each have their own).
+    net::Address dst = peer_;
+    if (declared_dst_) {
+      dst = *declared_dst_;
+    } else if (absl::StatusOr<net::Address> local = net::LocalAddress(client_.get()); local.ok()) {
+      dst = *local;
+    }
     AppendProxyHeader(*rule_->proxy_send, peer_, dst, &prefix);
     prefix += rule_->insert;
     to_target_->Prefix(prefix);
